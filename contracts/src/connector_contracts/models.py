@@ -1,0 +1,326 @@
+"""Every type of the connector contract (CONTRACT.md), as msgspec Structs.
+
+Section numbers refer to CONTRACT.md. Fields marked (core) there are spoken by hosts that predate
+this project: their names and meanings are fixed. Status-like fields in *views* are plain strings
+with the known values documented, so an older SDK keeps decoding a newer sidecar's answers;
+fields in *requests* are Literals, so a bad value is a 422 naming the field.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal
+
+import msgspec
+
+from connector_contracts._base import Wire
+
+__all__ = [
+    "BridgeEvent",
+    "CancelSessionRequest",
+    "ConnectionList",
+    "ConnectionStatus",
+    "ConnectionView",
+    "ConnectorInfo",
+    "ConnectorSessionView",
+    "DeliveryList",
+    "DeliveryStatus",
+    "DeliveryView",
+    "Health",
+    "HostAnswer",
+    "LogoutRequest",
+    "LogoutResult",
+    "MessageType",
+    "PeerType",
+    "Problem",
+    "ProblemError",
+    "Readiness",
+    "ReplayRequest",
+    "ReplayResult",
+    "SendRequest",
+    "SendResult",
+    "SendStatus",
+    "SendTarget",
+    "SessionStatus",
+    "SimFaults",
+    "SimFaultsView",
+    "SimInboundAccepted",
+    "SimInboundMessage",
+    "SimScanRequest",
+    "SimSentItem",
+    "SimSentList",
+    "StartSessionRequest",
+    "VerifyCodeRequest",
+]
+
+NonEmpty = Annotated[str, msgspec.Meta(min_length=1, max_length=512)]
+Content = Annotated[str, msgspec.Meta(max_length=200_000)]
+
+PeerType = Literal["dm", "group", "unknown"]
+MessageType = Literal["text", "markdown"]
+SessionStatus = Literal[
+    "pending", "qr_ready", "scanned", "verify_code_required", "connected", "expired", "cancelled", "error"
+]
+TERMINAL_SESSION_STATUSES: frozenset[str] = frozenset({"connected", "expired", "cancelled", "error"})
+ConnectionStatus = Literal["pairing", "connected", "reconnecting", "auth_expired", "logged_out", "error"]
+SendStatus = Literal["sent", "deferred", "failed", "expired"]
+DeliveryStatus = Literal["pending", "delivered", "dead"]
+
+
+# §0 errors ---------------------------------------------------------------------------------------
+
+
+class ProblemError(Wire):
+    """One field-level validation failure: a JSON path into the request and what is wrong."""
+
+    path: str
+    message: str
+
+
+class Problem(Wire):
+    """RFC 9457 problem document; ``code`` is the stable machine-readable name."""
+
+    title: str
+    status: int
+    code: str
+    detail: str | None = None
+    type: str = "about:blank"
+    errors: list[ProblemError] | None = None
+    request_id: str | None = None
+
+
+# §1 connectors -----------------------------------------------------------------------------------
+
+
+class ConnectorInfo(Wire):
+    kind: str
+    display_name: str
+    pairing: str
+    capabilities: list[str]
+    options_schema: dict[str, Any] = msgspec.field(default_factory=dict)
+    enabled: bool = True
+
+
+# §2 pairing sessions -----------------------------------------------------------------------------
+
+
+class StartSessionRequest(Wire):
+    kind: NonEmpty
+    connection_id: NonEmpty
+    channel_id: NonEmpty
+    display_name: str | None = ""
+    callback_base_url: str | None = ""
+    options: dict[str, Any] | None = None
+
+
+class ConnectorSessionView(Wire):
+    session_id: str
+    kind: str
+    connection_id: str
+    channel_id: str
+    status: str
+    qr_image: str | None = None
+    qr_content: str | None = None
+    account_id: str | None = None
+    display_name: str | None = None
+    expires_at: str | None = None
+    error: str | None = None
+    metadata: dict[str, Any] = msgspec.field(default_factory=dict)
+
+
+class CancelSessionRequest(Wire):
+    """The body of a cancel is ``{}``; anything else is ignored."""
+
+
+class VerifyCodeRequest(Wire):
+    code: Annotated[str, msgspec.Meta(min_length=1, max_length=32)]
+
+
+# §3 connections ----------------------------------------------------------------------------------
+
+
+class ConnectionView(Wire):
+    connection_id: str
+    channel_id: str
+    kind: str
+    status: str
+    account_id: str | None = None
+    display_name: str | None = None
+    last_error: str | None = None
+    last_inbound_at: str | None = None
+    last_outbound_at: str | None = None
+    pending_deliveries: int = 0
+    dead_deliveries: int = 0
+    created_at: str | None = None
+    updated_at: str | None = None
+
+
+class ConnectionList(Wire):
+    items: list[ConnectionView]
+
+
+class LogoutRequest(Wire):
+    """The body of a logout is ``{}``; anything else is ignored."""
+
+
+class LogoutResult(Wire):
+    ok: bool = True
+
+
+# §4 sending --------------------------------------------------------------------------------------
+
+
+class SendTarget(Wire):
+    peer_id: NonEmpty
+    peer_type: PeerType = "dm"
+    thread_id: str | None = None
+
+
+class SendRequest(Wire):
+    request_id: NonEmpty
+    connection_id: NonEmpty
+    target: SendTarget
+    content: Content
+    channel_id: str | None = None
+    kind: str | None = None
+    metadata: dict[str, Any] | None = None
+    message_type: MessageType = "text"
+    reply_to_message_id: str | None = None
+
+
+class SendResult(Wire):
+    ok: bool
+    request_id: str
+    status: str
+    provider_message_id: str | None = None
+    provider_message_ids: list[str] = msgspec.field(default_factory=list)
+    duplicate: bool = False
+
+
+# §5 the bridge -----------------------------------------------------------------------------------
+
+
+class BridgeEvent(Wire):
+    event_id: str
+    timestamp: str
+    delivery_attempt: int
+    connection_id: str
+    channel_id: str
+    kind: str
+    account_id: str
+    peer_id: str
+    peer_type: str
+    message_id: str
+    message_type: str
+    content: str
+    user_id: str | None = None
+    thread_id: str | None = None
+    metadata: dict[str, Any] = msgspec.field(default_factory=dict)
+
+
+class HostAnswer(Wire):
+    """What a host answers to a bridge POST (the SDK's endpoint builds it)."""
+
+    accepted: bool = True
+    duplicate: bool = False
+    pending: bool = False
+    retry_after_seconds: int | None = None
+
+
+# §6 deliveries -----------------------------------------------------------------------------------
+
+
+class DeliveryView(Wire):
+    event_id: str
+    connection_id: str
+    status: str
+    attempts: int
+    created_at: str
+    event: BridgeEvent
+    next_attempt_at: str | None = None
+    delivered_at: str | None = None
+    last_status_code: int | None = None
+    last_error: str | None = None
+
+
+class DeliveryList(Wire):
+    items: list[DeliveryView]
+    next_cursor: str | None = None
+
+
+class ReplayRequest(Wire):
+    connection_id: str | None = None
+    status: Literal["dead", "delivered"] = "dead"
+
+
+class ReplayResult(Wire):
+    replayed: int
+
+
+# §7 health ---------------------------------------------------------------------------------------
+
+
+class Health(Wire):
+    ok: bool = True
+
+
+class Readiness(Wire):
+    ok: bool
+    reasons: list[str] = msgspec.field(default_factory=list)
+
+
+# §8 the sim connector ----------------------------------------------------------------------------
+
+
+class SimScanRequest(Wire):
+    account_id: str | None = None
+    display_name: str | None = None
+
+
+class SimInboundMessage(Wire):
+    peer_id: NonEmpty
+    content: Content
+    peer_type: PeerType = "dm"
+    user_id: str | None = None
+    thread_id: str | None = None
+    message_id: Annotated[str, msgspec.Meta(min_length=1, max_length=256)] | None = None
+    message_type: Annotated[str, msgspec.Meta(min_length=1, max_length=32)] = "text"
+
+
+class SimInboundAccepted(Wire):
+    event_id: str
+    message_id: str
+
+
+class SimSentItem(Wire):
+    request_id: str
+    chunk_index: int
+    provider_message_id: str
+    peer_id: str
+    content: str
+    sent_at: str
+    thread_id: str | None = None
+
+
+class SimSentList(Wire):
+    items: list[SimSentItem]
+
+
+NonNegative = Annotated[int, msgspec.Meta(ge=0, le=1_000_000)]
+
+
+class SimFaults(Wire):
+    """Fault injection for a sim connection; fields left out keep their current value."""
+
+    send_failures: NonNegative | None = None
+    send_rejects: NonNegative | None = None
+    send_latency_ms: Annotated[int, msgspec.Meta(ge=0, le=60_000)] | None = None
+    expire_login: bool | None = None
+    reply_window_closed: bool | None = None
+
+
+class SimFaultsView(Wire):
+    send_failures: int = 0
+    send_rejects: int = 0
+    send_latency_ms: int = 0
+    expire_login: bool = False
+    reply_window_closed: bool = False
