@@ -58,10 +58,21 @@ Content = Annotated[str, msgspec.Meta(max_length=200_000)]
 PeerType = Literal["dm", "group", "unknown"]
 MessageType = Literal["text", "markdown"]
 SessionStatus = Literal[
-    "pending", "qr_ready", "scanned", "verify_code_required", "connected", "expired", "cancelled", "error"
+    "pending",
+    "qr_ready",
+    "scanned",
+    "verify_code_required",
+    "connected",
+    "expired",
+    "cancelled",
+    "error",
 ]
-TERMINAL_SESSION_STATUSES: frozenset[str] = frozenset({"connected", "expired", "cancelled", "error"})
-ConnectionStatus = Literal["pairing", "connected", "reconnecting", "auth_expired", "logged_out", "error"]
+TERMINAL_SESSION_STATUSES: frozenset[str] = frozenset(
+    {"connected", "expired", "cancelled", "error"}
+)
+ConnectionStatus = Literal[
+    "pairing", "connected", "reconnecting", "auth_expired", "logged_out", "error"
+]
 SendStatus = Literal["sent", "deferred", "failed", "expired"]
 DeliveryStatus = Literal["pending", "delivered", "dead"]
 
@@ -316,6 +327,8 @@ class SimFaults(Wire):
     send_latency_ms: Annotated[int, msgspec.Meta(ge=0, le=60_000)] | None = None
     expire_login: bool | None = None
     reply_window_closed: bool | None = None
+    send_failures_after: NonNegative | None = None
+    """Addition: let this many sends succeed before the ``sendFailures`` begin (mid-send faults)."""
 
 
 class SimFaultsView(Wire):
@@ -324,3 +337,4 @@ class SimFaultsView(Wire):
     send_latency_ms: int = 0
     expire_login: bool = False
     reply_window_closed: bool = False
+    send_failures_after: int = 0

@@ -27,50 +27,186 @@ class Route(msgspec.Struct, frozen=True, kw_only=True):
 
 
 ROUTES: tuple[Route, ...] = (
-    Route(method="get", path="/healthz", summary="Liveness", tag="health", response=m.Health, public=True),
-    Route(method="get", path="/readyz", summary="Readiness: store open, bridge configured and not paused",
-          tag="health", response=m.Readiness, public=True, errors=(503,)),
-    Route(method="get", path="/connectors", summary="Connector kinds this sidecar offers", tag="connectors",
-          response=m.ConnectorInfo, list_of=True),
-    Route(method="post", path="/connector-sessions", summary="Start (or return the running) pairing session",
-          tag="sessions", request=m.StartSessionRequest, response=m.ConnectorSessionView, status=201,
-          errors=(404, 422), extra_responses=((200, m.ConnectorSessionView, "An existing session"),)),
-    Route(method="get", path="/connector-sessions/{sessionId}", summary="A pairing session as it stands",
-          tag="sessions", response=m.ConnectorSessionView, errors=(404,)),
-    Route(method="post", path="/connector-sessions/{sessionId}/cancel", summary="Cancel a pairing session",
-          tag="sessions", request=m.CancelSessionRequest, response=m.ConnectorSessionView, errors=(404,)),
-    Route(method="post", path="/connector-sessions/{sessionId}/verify-code",
-          summary="Submit the code WeChat shows on the phone", tag="sessions", request=m.VerifyCodeRequest,
-          response=m.ConnectorSessionView, errors=(404, 409, 422)),
-    Route(method="get", path="/connections", summary="All connections", tag="connections",
-          response=m.ConnectionList),
-    Route(method="get", path="/connections/{connectionId}", summary="One connection", tag="connections",
-          response=m.ConnectionView, errors=(404,)),
-    Route(method="post", path="/connections/{connectionId}/logout", summary="Log out and forget credentials",
-          tag="connections", request=m.LogoutRequest, response=m.LogoutResult, errors=(404,)),
-    Route(method="post", path="/send", summary="Send a message, idempotent by requestId", tag="send",
-          request=m.SendRequest, response=m.SendResult, errors=(404, 409, 422, 502, 503),
-          extra_responses=((202, m.SendResult, "Deferred until the peer writes again"),)),
-    Route(method="get", path="/send/{requestId}", summary="A send's result as it stands", tag="send",
-          response=m.SendResult, errors=(404,)),
-    Route(method="get", path="/deliveries", summary="Bridge deliveries (outbox), newest first", tag="deliveries",
-          response=m.DeliveryList, errors=(422,),
-          query=(("status", "pending, delivered or dead"), ("connectionId", "only this connection"),
-                 ("limit", "1..500, default 100"), ("cursor", "nextCursor of the previous page"))),
-    Route(method="post", path="/deliveries/{eventId}/replay", summary="Re-queue one dead or delivered event",
-          tag="deliveries", response=m.DeliveryView, errors=(404, 409)),
-    Route(method="post", path="/deliveries/replay", summary="Re-queue every dead (or delivered) event",
-          tag="deliveries", request=m.ReplayRequest, response=m.ReplayResult, errors=(422,)),
-    Route(method="post", path="/sim/sessions/{sessionId}/scan", summary="Sim: confirm a pairing", tag="sim",
-          request=m.SimScanRequest, response=m.ConnectorSessionView, errors=(404, 409)),
-    Route(method="post", path="/sim/connections/{connectionId}/messages", summary="Sim: inject an inbound message",
-          tag="sim", request=m.SimInboundMessage, response=m.SimInboundAccepted, status=202, errors=(404, 409, 422)),
-    Route(method="get", path="/sim/connections/{connectionId}/sent", summary="Sim: what the sidecar sent",
-          tag="sim", response=m.SimSentList, errors=(404,)),
-    Route(method="post", path="/sim/connections/{connectionId}/faults", summary="Sim: inject faults",
-          tag="sim", request=m.SimFaults, response=m.SimFaultsView, errors=(404, 422)),
-    Route(method="post", path="/webhooks/feishu/{connectionId}", summary="Feishu event callback (vendor → sidecar)",
-          tag="webhooks", response=None, public=True, errors=(400, 401, 404)),
+    Route(
+        method="get",
+        path="/healthz",
+        summary="Liveness",
+        tag="health",
+        response=m.Health,
+        public=True,
+    ),
+    Route(
+        method="get",
+        path="/readyz",
+        summary="Readiness: store open, bridge configured and not paused",
+        tag="health",
+        response=m.Readiness,
+        public=True,
+        errors=(503,),
+    ),
+    Route(
+        method="get",
+        path="/connectors",
+        summary="Connector kinds this sidecar offers",
+        tag="connectors",
+        response=m.ConnectorInfo,
+        list_of=True,
+    ),
+    Route(
+        method="post",
+        path="/connector-sessions",
+        summary="Start (or return the running) pairing session",
+        tag="sessions",
+        request=m.StartSessionRequest,
+        response=m.ConnectorSessionView,
+        status=201,
+        errors=(404, 422),
+        extra_responses=((200, m.ConnectorSessionView, "An existing session"),),
+    ),
+    Route(
+        method="get",
+        path="/connector-sessions/{sessionId}",
+        summary="A pairing session as it stands",
+        tag="sessions",
+        response=m.ConnectorSessionView,
+        errors=(404,),
+    ),
+    Route(
+        method="post",
+        path="/connector-sessions/{sessionId}/cancel",
+        summary="Cancel a pairing session",
+        tag="sessions",
+        request=m.CancelSessionRequest,
+        response=m.ConnectorSessionView,
+        errors=(404,),
+    ),
+    Route(
+        method="post",
+        path="/connector-sessions/{sessionId}/verify-code",
+        summary="Submit the code WeChat shows on the phone",
+        tag="sessions",
+        request=m.VerifyCodeRequest,
+        response=m.ConnectorSessionView,
+        errors=(404, 409, 422),
+    ),
+    Route(
+        method="get",
+        path="/connections",
+        summary="All connections",
+        tag="connections",
+        response=m.ConnectionList,
+    ),
+    Route(
+        method="get",
+        path="/connections/{connectionId}",
+        summary="One connection",
+        tag="connections",
+        response=m.ConnectionView,
+        errors=(404,),
+    ),
+    Route(
+        method="post",
+        path="/connections/{connectionId}/logout",
+        summary="Log out and forget credentials",
+        tag="connections",
+        request=m.LogoutRequest,
+        response=m.LogoutResult,
+        errors=(404,),
+    ),
+    Route(
+        method="post",
+        path="/send",
+        summary="Send a message, idempotent by requestId",
+        tag="send",
+        request=m.SendRequest,
+        response=m.SendResult,
+        errors=(404, 409, 422, 502, 503),
+        extra_responses=((202, m.SendResult, "Deferred until the peer writes again"),),
+    ),
+    Route(
+        method="get",
+        path="/send/{requestId}",
+        summary="A send's result as it stands",
+        tag="send",
+        response=m.SendResult,
+        errors=(404,),
+    ),
+    Route(
+        method="get",
+        path="/deliveries",
+        summary="Bridge deliveries (outbox), newest first",
+        tag="deliveries",
+        response=m.DeliveryList,
+        errors=(422,),
+        query=(
+            ("status", "pending, delivered or dead"),
+            ("connectionId", "only this connection"),
+            ("limit", "1..500, default 100"),
+            ("cursor", "nextCursor of the previous page"),
+        ),
+    ),
+    Route(
+        method="post",
+        path="/deliveries/{eventId}/replay",
+        summary="Re-queue one dead or delivered event",
+        tag="deliveries",
+        response=m.DeliveryView,
+        errors=(404, 409),
+    ),
+    Route(
+        method="post",
+        path="/deliveries/replay",
+        summary="Re-queue every dead (or delivered) event",
+        tag="deliveries",
+        request=m.ReplayRequest,
+        response=m.ReplayResult,
+        errors=(422,),
+    ),
+    Route(
+        method="post",
+        path="/sim/sessions/{sessionId}/scan",
+        summary="Sim: confirm a pairing",
+        tag="sim",
+        request=m.SimScanRequest,
+        response=m.ConnectorSessionView,
+        errors=(404, 409),
+    ),
+    Route(
+        method="post",
+        path="/sim/connections/{connectionId}/messages",
+        summary="Sim: inject an inbound message",
+        tag="sim",
+        request=m.SimInboundMessage,
+        response=m.SimInboundAccepted,
+        status=202,
+        errors=(404, 409, 422),
+    ),
+    Route(
+        method="get",
+        path="/sim/connections/{connectionId}/sent",
+        summary="Sim: what the sidecar sent",
+        tag="sim",
+        response=m.SimSentList,
+        errors=(404,),
+    ),
+    Route(
+        method="post",
+        path="/sim/connections/{connectionId}/faults",
+        summary="Sim: inject faults",
+        tag="sim",
+        request=m.SimFaults,
+        response=m.SimFaultsView,
+        errors=(404, 422),
+    ),
+    Route(
+        method="post",
+        path="/webhooks/feishu/{connectionId}",
+        summary="Feishu event callback (vendor → sidecar)",
+        tag="webhooks",
+        response=None,
+        public=True,
+        errors=(400, 401, 404),
+    ),
 )
 
 _ERROR_TITLES = {
@@ -120,7 +256,13 @@ def build_openapi(*, version: str = "1.0.0", server_url: str | None = None) -> d
             if name.startswith("{")
         ]
         params += [
-            {"name": name, "in": "query", "required": False, "description": desc, "schema": {"type": "string"}}
+            {
+                "name": name,
+                "in": "query",
+                "required": False,
+                "description": desc,
+                "schema": {"type": "string"},
+            }
             for name, desc in route.query
         ]
         if params:
@@ -131,7 +273,11 @@ def build_openapi(*, version: str = "1.0.0", server_url: str | None = None) -> d
         if route.response is None:
             responses[str(route.status)] = {"description": "Accepted"}
         else:
-            schema = {"type": "array", "items": _ref(route.response)} if route.list_of else _ref(route.response)
+            schema = (
+                {"type": "array", "items": _ref(route.response)}
+                if route.list_of
+                else _ref(route.response)
+            )
             responses[str(route.status)] = {"description": "Success", "content": _json(schema)}
         for status, t, desc in route.extra_responses:
             responses[str(status)] = {"description": desc, "content": _json(_ref(t))}

@@ -1,0 +1,34 @@
+"""A wrapper that keeps secrets out of reprs, logs and tracebacks."""
+
+from __future__ import annotations
+
+from typing import Final
+
+__all__ = ["Secret"]
+
+
+class Secret:
+    """Holds a secret string; ``str()``/``repr()`` never show it, ``reveal()`` does."""
+
+    __slots__ = ("_value",)
+    _MASK: Final = "**********"
+
+    def __init__(self, value: str) -> None:
+        self._value = value
+
+    def reveal(self) -> str:
+        return self._value
+
+    def __repr__(self) -> str:
+        return f"Secret({self._MASK!r})"
+
+    __str__ = __repr__
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Secret) and other._value == self._value
+
+    def __hash__(self) -> int:
+        return hash(self._value)
+
+    def __bool__(self) -> bool:
+        return bool(self._value)

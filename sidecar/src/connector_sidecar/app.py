@@ -1,0 +1,149 @@
+"""``create_app(settings)``: the Starlette application and its lifespan.
+
+The lifespan opens the store, starts the drivers of live connections, the delivery worker and
+housekeeping, and stops them in reverse order.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hmac
+import logging
+from collections.abc import AsyncIterator
+
+from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import BaseRoute
+from starlette.types import ASGIApp, Receive, Scope, Send
+
+from connector_sidecar._clock import Clock, system_clock
+from connector_sidecar._secret import Secret
+from connector_sidecar.api import connections, connectors, deliveries, health, send, sessions
+from connector_sidecar.api._common import Services
+from connector_sidecar.config import Settings
+from connector_sidecar.drivers import DRIVER_CLASSES
+from connector_sidecar.problems import ApiProblem, problem_response
+from connector_sidecar.runtime import Runtime
+from connector_sidecar.sending import Sender
+from connector_sidecar.store import Database, Store
+
+__all__ = ["create_app"]
+
+log = logging.getLogger(__name__)
+HOUSEKEEPING_SECONDS = 600.0
+
+
+class BearerAuth:
+    """Every route but the public ones needs ``Authorization: Bearer <token>`` (constant-time check)."""
+
+    def __init__(self, app: ASGIApp, token: Secret) -> None:
+        self.app = app
+        self._token = token.reveal().encode()
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or _is_public(scope["path"]):
+            await self.app(scope, receive, send)
+            return
+        presented = b""
+        for name, value in scope["headers"]:
+            if name == b"authorization":
+                scheme, _, credentials = value.partition(b" ")
+                if scheme.lower() == b"bearer":
+                    presented = credentials.strip()
+                break
+        if not hmac.compare_digest(presented, self._token):
+            problem = ApiProblem(
+                401,
+                "unauthorized",
+                "send Authorization: Bearer <EXTERNAL_CONNECTOR_TOKEN>",
+                headers={"WWW-Authenticate": "Bearer"},
+            )
+            await problem_response(problem)(scope, receive, send)
+            return
+        await self.app(scope, receive, send)
+
+
+def _is_public(path: str) -> bool:
+    return path in health.PUBLIC_PATHS or path.startswith("/webhooks/")
+
+
+async def _api_problem(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, ApiProblem)
+    return problem_response(exc)
+
+
+async def _http_exception(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, HTTPException)
+    code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http_error")
+    return problem_response(ApiProblem(exc.status_code, code, exc.detail, headers=exc.headers))
+
+
+async def _unexpected(request: Request, exc: Exception) -> Response:
+    log.exception("unexpected error on %s %s", request.method, request.url.path, exc_info=exc)
+    return problem_response(
+        ApiProblem(500, "internal_error", "an unexpected error; see the sidecar log")
+    )
+
+
+def create_app(settings: Settings, *, clock: Clock = system_clock) -> Starlette:
+    store = Store(Database(settings.database_path), clock)
+    runtime = Runtime(settings, store, clock)
+    for kind in settings.connectors:
+        runtime.add_driver(DRIVER_CLASSES[kind](runtime.ctx))
+    svc = Services(settings=settings, store=store, runtime=runtime, sender=Sender(runtime))
+
+    driver_routes: list[BaseRoute] = [r for d in runtime.drivers.values() for r in d.routes()]
+    routes: list[BaseRoute] = [
+        *health.routes,
+        *connectors.routes,
+        *sessions.routes,
+        *connections.routes,
+        *send.routes,
+        *deliveries.routes,
+        *driver_routes,
+    ]
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        await store.db.open()
+        try:
+            await runtime.start()
+            housekeeping = runtime.spawn(_housekeeping(svc), name="housekeeping")
+            log.info(
+                "sidecar ready on %s:%d with %s; data in %s",
+                settings.host,
+                settings.port,
+                ", ".join(runtime.drivers),
+                settings.data_dir,
+            )
+            yield
+            housekeeping.cancel()
+        finally:
+            await runtime.stop()
+            await store.db.close()
+            log.info("sidecar stopped")
+
+    app = Starlette(
+        routes=routes,
+        lifespan=lifespan,
+        exception_handlers={
+            ApiProblem: _api_problem,
+            HTTPException: _http_exception,
+            Exception: _unexpected,
+        },
+    )
+    app.state.services = svc
+    app.add_middleware(BearerAuth, token=settings.token)
+    return app
+
+
+async def _housekeeping(svc: Services) -> None:
+    while True:
+        try:
+            await svc.sender.housekeeping()
+        except Exception:
+            log.exception("housekeeping failed")
+        await asyncio.sleep(HOUSEKEEPING_SECONDS)

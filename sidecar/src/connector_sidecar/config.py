@@ -1,0 +1,196 @@
+"""Settings from the environment (CONTRACT §9), checked once at start.
+
+A missing or malformed setting raises :class:`ConfigError` naming the variable; the CLI prints
+that one line and exits with status 2.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import dataclasses
+import ipaddress
+import os
+from collections.abc import Mapping
+from pathlib import Path
+from urllib.parse import urlsplit
+
+from connector_sidecar._secret import Secret
+
+__all__ = ["KNOWN_CONNECTORS", "ConfigError", "Settings"]
+
+KNOWN_CONNECTORS = ("weixin", "feishu", "sim")
+DEFAULT_WEIXIN_BASE_URL = "https://ilinkai.weixin.qq.com"
+DEFAULT_FEISHU_BASE_URL = "https://open.feishu.cn"
+DEFAULT_LARK_BASE_URL = "https://open.larksuite.com"
+LOG_LEVELS = ("debug", "info", "warning", "error")
+
+
+class ConfigError(Exception):
+    """A setting is missing or malformed; ``str()`` is the one line to print."""
+
+    def __init__(self, name: str, problem: str) -> None:
+        super().__init__(f"{name}: {problem}")
+        self.name = name
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class Settings:
+    token: Secret
+    host: str = "127.0.0.1"
+    port: int = 8787
+    data_dir: Path = Path("./var")
+    connectors: tuple[str, ...] = KNOWN_CONNECTORS
+    bridge_url: str | None = None
+    bridge_token: Secret | None = None
+    bridge_signing_secrets: tuple[Secret, ...] = ()
+    bridge_concurrency: int = 16
+    bridge_timeout_seconds: float = 15.0
+    bridge_max_age_seconds: float = 86400.0
+    weixin_base_url: str = DEFAULT_WEIXIN_BASE_URL
+    feishu_base_url: str = DEFAULT_FEISHU_BASE_URL
+    lark_base_url: str = DEFAULT_LARK_BASE_URL
+    log_level: str = "info"
+    log_format: str = "console"
+    # Not environment settings: knobs for tests and embedding.
+    send_retry_attempts: int = 4
+    send_retry_max_seconds: float = 20.0
+    send_wait_seconds: float = 10.0
+    delivered_retention_seconds: float = 7 * 86400.0
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
+        env = os.environ if env is None else env
+        r = _Reader(env)
+        return cls(
+            token=r.secret("EXTERNAL_CONNECTOR_TOKEN", required=True),
+            host=r.host("SIDECAR_HOST", "127.0.0.1"),
+            port=r.integer("SIDECAR_PORT", 8787, low=1, high=65535),
+            data_dir=Path(r.text("SIDECAR_DATA_DIR", "./var")),
+            connectors=r.connectors("SIDECAR_CONNECTORS"),
+            bridge_url=r.url("BRIDGE_URL", None),
+            bridge_token=r.optional_secret("BRIDGE_TOKEN"),
+            bridge_signing_secrets=r.signing_secrets("BRIDGE_SIGNING_SECRET"),
+            bridge_concurrency=r.integer("BRIDGE_CONCURRENCY", 16, low=1, high=1024),
+            bridge_timeout_seconds=r.number("BRIDGE_TIMEOUT_SECONDS", 15.0, low=0.1, high=600),
+            bridge_max_age_seconds=r.number(
+                "BRIDGE_MAX_AGE_SECONDS", 86400.0, low=1, high=30 * 86400
+            ),
+            weixin_base_url=r.url("WEIXIN_BASE_URL", DEFAULT_WEIXIN_BASE_URL)
+            or DEFAULT_WEIXIN_BASE_URL,
+            feishu_base_url=r.url("FEISHU_BASE_URL", DEFAULT_FEISHU_BASE_URL)
+            or DEFAULT_FEISHU_BASE_URL,
+            lark_base_url=r.url("LARK_BASE_URL", DEFAULT_LARK_BASE_URL) or DEFAULT_LARK_BASE_URL,
+            log_level=r.choice("LOG_LEVEL", "info", LOG_LEVELS),
+            log_format=r.choice("LOG_FORMAT", "console", ("console", "json")),
+        )
+
+    @property
+    def database_path(self) -> Path:
+        return self.data_dir / "sidecar.sqlite3"
+
+
+class _Reader:
+    def __init__(self, env: Mapping[str, str]) -> None:
+        self.env = env
+
+    def raw(self, name: str) -> str | None:
+        value = self.env.get(name)
+        if value is None:
+            return None
+        value = value.strip()
+        return value or None
+
+    def text(self, name: str, default: str) -> str:
+        return self.raw(name) or default
+
+    def secret(self, name: str, *, required: bool) -> Secret:
+        value = self.raw(name)
+        if value is None:
+            raise ConfigError(name, "is required (the bearer token hosts must send)")
+        if len(value) < 8:
+            raise ConfigError(name, "must be at least 8 characters")
+        return Secret(value)
+
+    def optional_secret(self, name: str) -> Secret | None:
+        value = self.raw(name)
+        return Secret(value) if value else None
+
+    def integer(self, name: str, default: int, *, low: int, high: int) -> int:
+        value = self.raw(name)
+        if value is None:
+            return default
+        try:
+            number = int(value)
+        except ValueError:
+            raise ConfigError(name, f"must be a whole number, got {value!r}") from None
+        if not low <= number <= high:
+            raise ConfigError(name, f"must be between {low} and {high}, got {number}")
+        return number
+
+    def number(self, name: str, default: float, *, low: float, high: float) -> float:
+        value = self.raw(name)
+        if value is None:
+            return default
+        try:
+            number = float(value)
+        except ValueError:
+            raise ConfigError(name, f"must be a number of seconds, got {value!r}") from None
+        if not low <= number <= high:
+            raise ConfigError(name, f"must be between {low:g} and {high:g}, got {number:g}")
+        return number
+
+    def host(self, name: str, default: str) -> str:
+        value = self.raw(name) or default
+        if value == "localhost":
+            return value
+        try:
+            ipaddress.ip_address(value)
+        except ValueError:
+            raise ConfigError(name, f"must be an IP address or localhost, got {value!r}") from None
+        return value
+
+    def url(self, name: str, default: str | None) -> str | None:
+        value = self.raw(name)
+        if value is None:
+            return default
+        parts = urlsplit(value)
+        if parts.scheme not in ("http", "https") or not parts.netloc:
+            raise ConfigError(name, f"must be an http(s) URL, got {value!r}")
+        return value.rstrip("/") if name != "BRIDGE_URL" else value
+
+    def choice(self, name: str, default: str, options: tuple[str, ...]) -> str:
+        value = (self.raw(name) or default).lower()
+        if value not in options:
+            raise ConfigError(name, f"must be one of {', '.join(options)}, got {value!r}")
+        return value
+
+    def connectors(self, name: str) -> tuple[str, ...]:
+        value = self.raw(name)
+        if value is None:
+            return KNOWN_CONNECTORS
+        kinds = tuple(dict.fromkeys(k.strip().lower() for k in value.split(",") if k.strip()))
+        unknown = [k for k in kinds if k not in KNOWN_CONNECTORS]
+        if unknown or not kinds:
+            raise ConfigError(
+                name,
+                f"unknown connector {', '.join(unknown) or '(none)'}; known: {', '.join(KNOWN_CONNECTORS)}",
+            )
+        return kinds
+
+    def signing_secrets(self, name: str) -> tuple[Secret, ...]:
+        value = self.raw(name)
+        if value is None:
+            return ()
+        secrets: list[Secret] = []
+        for item in (s.strip() for s in value.split(",")):
+            if not item:
+                continue
+            if not item.startswith("whsec_") or len(item) <= len("whsec_"):
+                raise ConfigError(name, "each secret must look like whsec_<base64>")
+            try:
+                base64.b64decode(item[len("whsec_") :], validate=True)
+            except (binascii.Error, ValueError):
+                raise ConfigError(name, "the part after whsec_ must be base64") from None
+            secrets.append(Secret(item))
+        return tuple(secrets)

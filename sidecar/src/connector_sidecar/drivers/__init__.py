@@ -1,0 +1,12 @@
+"""Vendor drivers, one subpackage each, behind the interface in ``base``."""
+
+from __future__ import annotations
+
+from connector_sidecar.drivers.base import Driver
+from connector_sidecar.drivers.sim import SimDriver
+
+__all__ = ["DRIVER_CLASSES", "Driver"]
+
+DRIVER_CLASSES: dict[str, type[Driver]] = {
+    "sim": SimDriver,
+}

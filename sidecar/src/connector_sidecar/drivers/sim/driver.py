@@ -1,0 +1,276 @@
+"""The sim driver: pairing by a fake scan, inbound by HTTP, sends recorded in the database.
+
+Faults are held in memory per connection (they are a test's setting, not state to keep). Sends
+are recorded in ``sim_sent`` so a test can see, after a restart too, exactly what reached the
+"vendor": the sim does not dedupe by the vendor key, so a double send would show.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import secrets
+from typing import Any, ClassVar
+
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import BaseRoute, Route
+
+from connector_contracts import (
+    SimFaults,
+    SimFaultsView,
+    SimInboundAccepted,
+    SimInboundMessage,
+    SimScanRequest,
+    SimSentItem,
+    SimSentList,
+    encode,
+)
+from connector_sidecar._clock import iso_ms, now_ms
+from connector_sidecar._qr import qr_data_url
+from connector_sidecar.drivers.base import (
+    DeferredSendError,
+    Driver,
+    LoginExpiredError,
+    OptionsError,
+    OutboundChunk,
+    RejectedSendError,
+    TransientSendError,
+)
+from connector_sidecar.problems import ApiProblem, read_json
+from connector_sidecar.store import ConnectionRecord, InboundMessage, SessionRecord
+from connector_sidecar.views import session_view
+
+__all__ = ["SimDriver"]
+
+SESSION_SECONDS = 480
+
+
+@dataclasses.dataclass
+class _Faults:
+    send_failures: int = 0
+    send_rejects: int = 0
+    send_latency_ms: int = 0
+    expire_login: bool = False
+    reply_window_closed: bool = False
+    send_failures_after: int = 0
+
+    def view(self) -> SimFaultsView:
+        return SimFaultsView(**dataclasses.asdict(self))
+
+
+class SimDriver(Driver):
+    kind: ClassVar[str] = "sim"
+    display_name: ClassVar[str] = "Simulator"
+    pairing: ClassVar[str] = "qr"
+    capabilities: ClassVar[tuple[str, ...]] = (
+        "receive_text",
+        "send_text",
+        "direct_messages",
+        "groups",
+        "threads",
+    )
+    chunk_limit: ClassVar[int] = 2000
+    options_schema: ClassVar[dict[str, Any]] = {
+        "type": "object",
+        "properties": {
+            "autoConfirm": {
+                "type": "boolean",
+                "default": False,
+                "description": "connect at once, no scan",
+            },
+            "accountId": {
+                "type": "string",
+                "description": "the account id to report when connected",
+            },
+            "chunkLimit": {
+                "type": "integer",
+                "minimum": 1,
+                "description": "unused: the sim splits at 2000",
+            },
+        },
+    }
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._faults: dict[str, _Faults] = {}
+
+    def parse_options(self, options: dict[str, Any]) -> dict[str, Any]:
+        auto = options.get("autoConfirm", False)
+        if not isinstance(auto, bool):
+            raise OptionsError("$.options.autoConfirm", "must be true or false")
+        account = options.get("accountId")
+        if account is not None and (not isinstance(account, str) or not account):
+            raise OptionsError("$.options.accountId", "must be a non-empty string")
+        return options
+
+    # -- pairing ----------------------------------------------------------------------------------
+
+    async def pair(self, session: SessionRecord) -> None:
+        if session.options.get("autoConfirm"):
+            await self._confirm(session, None, None)
+            return
+        expires_at = session.expires_at or now_ms(self.ctx.clock) + SESSION_SECONDS * 1000
+        if session.status == "pending":
+            content = f"sim://pair/{session.session_id}"
+            await self.ctx.update_session(
+                session.session_id,
+                status="qr_ready",
+                qr_content=content,
+                qr_image=qr_data_url(content),
+                expires_at=expires_at,
+            )
+        remaining = expires_at / 1000 - self.ctx.clock()
+        if remaining > 0:
+            await asyncio.sleep(remaining)
+        await self.ctx.update_session(
+            session.session_id, status="expired", error="the QR code was not scanned in time"
+        )
+
+    async def _confirm(
+        self, session: SessionRecord, account_id: str | None, display_name: str | None
+    ) -> None:
+        account = account_id or session.options.get("accountId") or f"sim-{session.connection_id}"
+        await self.ctx.session_connected(
+            session.session_id,
+            account_id=account,
+            display_name=display_name or session.display_name or "Sim account",
+            credentials={"simToken": secrets.token_hex(8)},
+        )
+
+    # -- sending ----------------------------------------------------------------------------------
+
+    async def send(self, connection: ConnectionRecord, chunk: OutboundChunk) -> str:
+        faults = self._faults.setdefault(connection.connection_id, _Faults())
+        if faults.send_latency_ms:
+            await asyncio.sleep(faults.send_latency_ms / 1000)
+        if faults.expire_login:
+            raise LoginExpiredError("the sim login has expired")
+        if faults.reply_window_closed:
+            raise DeferredSendError("the sim reply window is closed until the peer writes")
+        if faults.send_rejects > 0:
+            faults.send_rejects -= 1
+            raise RejectedSendError("sim_rejected", "the sim refused this message (injected)")
+        if faults.send_failures > 0:
+            if faults.send_failures_after > 0:
+                faults.send_failures_after -= 1
+            else:
+                faults.send_failures -= 1
+                raise TransientSendError("the sim failed transiently (injected)")
+        provider_id = "sim_" + secrets.token_hex(10)
+        await self.ctx.store.db.transaction(
+            lambda c: c.execute(
+                "INSERT INTO sim_sent (connection_id, request_id, chunk_index, vendor_key, provider_message_id,"
+                " peer_id, thread_id, content, sent_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (
+                    connection.connection_id,
+                    chunk.request_id,
+                    chunk.index,
+                    chunk.key,
+                    provider_id,
+                    chunk.target.peer_id,
+                    chunk.target.thread_id,
+                    chunk.text,
+                    now_ms(self.ctx.clock),
+                ),
+            )
+        )
+        return provider_id
+
+    # -- routes -----------------------------------------------------------------------------------
+
+    def routes(self) -> list[BaseRoute]:
+        return [
+            Route("/sim/sessions/{session_id}/scan", self._scan, methods=["POST"]),
+            Route("/sim/connections/{connection_id}/messages", self._inbound, methods=["POST"]),
+            Route("/sim/connections/{connection_id}/sent", self._sent, methods=["GET"]),
+            Route("/sim/connections/{connection_id}/faults", self._set_faults, methods=["POST"]),
+        ]
+
+    async def _scan(self, request: Request) -> Response:
+        session_id = request.path_params["session_id"]
+        body = await read_json(request, SimScanRequest, empty_ok=True)
+        session = await self.ctx.get_session(session_id)
+        if session is None or session.kind != self.kind:
+            raise ApiProblem(404, "session_not_found", f"no sim session {session_id!r}")
+        if session.status not in ("pending", "qr_ready", "scanned"):
+            raise ApiProblem(409, "session_not_scannable", f"the session is {session.status}")
+        await self._confirm(session, body.account_id, body.display_name)
+        await self.ctx.cancel_pairing(session_id)
+        session = await self.ctx.get_session(session_id)
+        assert session is not None
+        return _json(session_view(session))
+
+    async def _connection(self, request: Request) -> ConnectionRecord:
+        connection_id = request.path_params["connection_id"]
+        connection = await self.ctx.get_connection(connection_id)
+        if connection is None or connection.kind != self.kind:
+            raise ApiProblem(404, "connection_not_found", f"no sim connection {connection_id!r}")
+        return connection
+
+    async def _inbound(self, request: Request) -> Response:
+        body = await read_json(request, SimInboundMessage)
+        connection = await self._connection(request)
+        if connection.status != "connected":
+            raise ApiProblem(409, "connection_not_ready", f"the connection is {connection.status}")
+        faults = self._faults.setdefault(connection.connection_id, _Faults())
+        faults.reply_window_closed = False  # a message from the peer reopens the reply window
+        message_id = body.message_id or "sim_" + secrets.token_hex(10)
+        [result] = await self.ctx.ingest(
+            connection.connection_id,
+            [
+                InboundMessage(
+                    message_id=message_id,
+                    peer_id=body.peer_id,
+                    peer_type=body.peer_type,
+                    user_id=body.user_id or body.peer_id,
+                    thread_id=body.thread_id,
+                    message_type=body.message_type,
+                    content=body.content,
+                )
+            ],
+        )
+        return _json(
+            SimInboundAccepted(event_id=result.event_id, message_id=message_id), status=202
+        )
+
+    async def _sent(self, request: Request) -> Response:
+        connection = await self._connection(request)
+        rows = await self.ctx.store.db.run(
+            lambda c: c.execute(
+                "SELECT * FROM sim_sent WHERE connection_id = ? ORDER BY id",
+                (connection.connection_id,),
+            ).fetchall()
+        )
+        items = [
+            SimSentItem(
+                request_id=r["request_id"],
+                chunk_index=r["chunk_index"],
+                provider_message_id=r["provider_message_id"],
+                peer_id=r["peer_id"],
+                thread_id=r["thread_id"],
+                content=r["content"],
+                sent_at=iso_ms(r["sent_at"]) or "",
+            )
+            for r in rows
+        ]
+        return _json(SimSentList(items=items))
+
+    async def _set_faults(self, request: Request) -> Response:
+        body = await read_json(request, SimFaults)
+        connection = await self._connection(request)
+        faults = self._faults.setdefault(connection.connection_id, _Faults())
+        for field in dataclasses.fields(_Faults):
+            value = getattr(body, field.name)
+            if value is not None:
+                setattr(faults, field.name, value)
+        if body.expire_login:
+            faults.expire_login = False  # the login is dead now; a re-pair starts clean
+            await self.ctx.set_status(
+                connection.connection_id, "auth_expired", last_error="the sim login has expired"
+            )
+        return _json(faults.view())
+
+
+def _json(value: Any, *, status: int = 200) -> Response:
+    return Response(encode(value), status_code=status, media_type="application/json")

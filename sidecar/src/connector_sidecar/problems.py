@@ -1,0 +1,131 @@
+"""RFC 9457 problem documents: the one way the API reports an error (CONTRACT §0)."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from http import HTTPStatus
+from typing import TypeVar
+
+import msgspec
+from starlette.requests import Request
+from starlette.responses import Response
+
+from connector_contracts import Problem, ProblemError, decode, encode
+
+T = TypeVar("T")
+
+__all__ = [
+    "MAX_BODY_BYTES",
+    "ApiProblem",
+    "problem_response",
+    "read_body",
+    "read_json",
+    "validation_problem",
+]
+
+MAX_BODY_BYTES = 1024 * 1024
+
+
+class ApiProblem(Exception):
+    """Raised anywhere under a route; rendered as ``application/problem+json``."""
+
+    def __init__(
+        self,
+        status: int,
+        code: str,
+        detail: str | None = None,
+        *,
+        title: str | None = None,
+        errors: list[ProblemError] | None = None,
+        headers: Mapping[str, str] | None = None,
+        request_id: str | None = None,
+    ) -> None:
+        super().__init__(detail or code)
+        self.status = status
+        self.code = code
+        self.detail = detail
+        self.title = title or HTTPStatus(status).phrase
+        self.errors = errors
+        self.headers = dict(headers or {})
+        self.request_id = request_id
+
+    def to_problem(self) -> Problem:
+        return Problem(
+            title=self.title,
+            status=self.status,
+            code=self.code,
+            detail=self.detail,
+            errors=self.errors,
+            request_id=self.request_id,
+        )
+
+
+def problem_response(problem: ApiProblem) -> Response:
+    return Response(
+        encode(problem.to_problem()),
+        status_code=problem.status,
+        media_type="application/problem+json",
+        headers=problem.headers,
+    )
+
+
+_AT_PATH = re.compile(r" - at `(\$[^`]*)`$")
+_MISSING = re.compile(r"missing required field `([^`]+)`")
+
+
+def validation_problem(exc: msgspec.ValidationError, *, root: str = "$") -> ApiProblem:
+    """A 422 naming the field msgspec complained about, as a JSON path into the request."""
+    message = str(exc)
+    path = root
+    match = _AT_PATH.search(message)
+    if match:
+        path = root + match.group(1)[1:]
+        message = message[: match.start()]
+    missing = _MISSING.search(message)
+    if missing:
+        path = f"{path}.{missing.group(1)}"
+    return ApiProblem(
+        422,
+        "validation_failed",
+        f"{path}: {message}",
+        errors=[ProblemError(path=path, message=message)],
+    )
+
+
+async def read_body(request: Request) -> bytes:
+    """The request body, refusing more than 1 MiB without reading it all."""
+    declared = request.headers.get("content-length")
+    if declared is not None:
+        try:
+            too_big = int(declared) > MAX_BODY_BYTES
+        except ValueError:
+            raise ApiProblem(400, "invalid_request", "Content-Length is not a number") from None
+        if too_big:
+            raise ApiProblem(
+                413, "body_too_large", f"request bodies are limited to {MAX_BODY_BYTES} bytes"
+            )
+    body = bytearray()
+    async for part in request.stream():
+        body += part
+        if len(body) > MAX_BODY_BYTES:
+            raise ApiProblem(
+                413, "body_too_large", f"request bodies are limited to {MAX_BODY_BYTES} bytes"
+            )
+    return bytes(body)
+
+
+async def read_json(request: Request, type_: type[T], *, empty_ok: bool = False) -> T:
+    """Decode the body as ``type_``: 400 for malformed JSON, 422 naming the field otherwise."""
+    body = await read_body(request)
+    if not body.strip():
+        if empty_ok:
+            body = b"{}"
+        else:
+            raise ApiProblem(400, "invalid_json", "the request needs a JSON body")
+    try:
+        return decode(body, type_)
+    except msgspec.ValidationError as exc:
+        raise validation_problem(exc) from None
+    except msgspec.DecodeError as exc:
+        raise ApiProblem(400, "invalid_json", f"malformed JSON: {exc}") from None

@@ -1,0 +1,371 @@
+"""The runtime: drivers, their background tasks, and the callbacks drivers use (DriverContext).
+
+It owns one task per live connection (the driver's inbound loop, supervised: an unexpected crash
+is logged and the loop restarted after a pause) and one task per pairing session.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Any
+
+import httpx
+
+from connector_sidecar._clock import Clock
+from connector_sidecar.config import Settings
+from connector_sidecar.drivers.base import Driver
+from connector_sidecar.store import (
+    ConnectionRecord,
+    EnqueueResult,
+    InboundMessage,
+    SessionRecord,
+    Store,
+)
+
+__all__ = ["DriverContext", "Runtime"]
+
+log = logging.getLogger(__name__)
+
+OutboxListener = Callable[[], None]
+InboundListener = Callable[[ConnectionRecord, Sequence[EnqueueResult]], Awaitable[None]]
+
+
+class DriverContext:
+    """What a driver may use: settings, the store, the clock, and callbacks into the runtime."""
+
+    def __init__(self, runtime: Runtime) -> None:
+        self._runtime = runtime
+        self.settings: Settings = runtime.settings
+        self.store: Store = runtime.store
+        self.clock: Clock = runtime.clock
+
+    def http_client(self, **kwargs: Any) -> httpx.AsyncClient:
+        """A new vendor HTTP client; the driver closes it in ``aclose``."""
+        kwargs.setdefault("timeout", httpx.Timeout(15.0))
+        kwargs.setdefault("headers", {"User-Agent": "connector-sidecar"})
+        return httpx.AsyncClient(**kwargs)
+
+    async def get_session(self, session_id: str) -> SessionRecord | None:
+        return await self.store.db.run(self.store.sessions.get, session_id)
+
+    async def update_session(self, session_id: str, **changes: Any) -> SessionRecord:
+        return await self.store.db.transaction(
+            lambda c: self.store.sessions.update(c, session_id, **changes)
+        )
+
+    def session_signal(self, session_id: str) -> asyncio.Event:
+        """Set when the host acts on a session (a verify code); the driver clears it."""
+        return self._runtime.session_signal(session_id)
+
+    async def session_connected(
+        self,
+        session_id: str,
+        *,
+        account_id: str,
+        display_name: str | None,
+        credentials: dict[str, Any],
+        metadata: dict[str, Any] | None = None,
+    ) -> ConnectionRecord:
+        """Store the new login, finish the session, and (re)start the connection's inbound loop."""
+        return await self._runtime.session_connected(
+            session_id,
+            account_id=account_id,
+            display_name=display_name,
+            credentials=credentials,
+            metadata=metadata or {},
+        )
+
+    async def cancel_pairing(self, session_id: str) -> None:
+        """End the background pairing task of a session (after the driver finished it otherwise)."""
+        await self._runtime.cancel_session(session_id)
+
+    async def get_connection(self, connection_id: str) -> ConnectionRecord | None:
+        return await self.store.db.run(self.store.connections.get, connection_id)
+
+    async def set_status(
+        self, connection_id: str, status: str, *, last_error: str | None = None
+    ) -> ConnectionRecord:
+        """Move a connection to ``status``; ``auth_expired`` also stops its inbound loop."""
+        return await self._runtime.set_status(connection_id, status, last_error=last_error)
+
+    async def ingest(
+        self,
+        connection_id: str,
+        messages: Sequence[InboundMessage],
+        *,
+        state: dict[str, str] | None = None,
+    ) -> list[EnqueueResult]:
+        """Commit messages to the outbox and the vendor state (cursor, tokens) in one transaction.
+
+        Returns once the commit is durable: only then may the driver acknowledge the vendor or
+        poll with the new cursor.
+        """
+        return await self._runtime.ingest(connection_id, messages, state=state)
+
+    async def get_state(self, connection_id: str, key: str) -> str | None:
+        return await self.store.db.run(self.store.state.get, connection_id, key)
+
+    async def get_state_prefix(self, connection_id: str, prefix: str) -> dict[str, str]:
+        return await self.store.db.run(self.store.state.get_prefix, connection_id, prefix)
+
+    async def set_state(self, connection_id: str, values: dict[str, str]) -> None:
+        await self.store.db.transaction(
+            lambda c: self.store.state.set_many(c, connection_id, values)
+        )
+
+
+class Runtime:
+    SUPERVISOR_PAUSE_SECONDS = 5.0
+
+    def __init__(self, settings: Settings, store: Store, clock: Clock) -> None:
+        self.settings = settings
+        self.store = store
+        self.clock = clock
+        self.ctx = DriverContext(self)
+        self.drivers: dict[str, Driver] = {}
+        self._connection_tasks: dict[str, asyncio.Task[None]] = {}
+        self._session_tasks: dict[str, asyncio.Task[None]] = {}
+        self._session_signals: dict[str, asyncio.Event] = {}
+        self._outbox_listeners: list[OutboxListener] = []
+        self._inbound_listeners: list[InboundListener] = []
+        self._background: set[asyncio.Task[Any]] = set()
+        self._stopping = False
+
+    # -- wiring -----------------------------------------------------------------------------------
+
+    def add_driver(self, driver: Driver) -> None:
+        self.drivers[driver.kind] = driver
+
+    def on_outbox(self, listener: OutboxListener) -> None:
+        """Called after new events are committed to the outbox (the delivery worker's wake-up)."""
+        self._outbox_listeners.append(listener)
+
+    def on_inbound(self, listener: InboundListener) -> None:
+        """Called after a batch of messages is committed (flushes deferred sends)."""
+        self._inbound_listeners.append(listener)
+
+    def spawn(self, coro: Awaitable[Any], *, name: str) -> asyncio.Task[Any]:
+        """A background task kept alive until it ends or the runtime stops."""
+        task = asyncio.ensure_future(coro)
+        task.set_name(name)
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+        task.add_done_callback(_log_failure)
+        return task
+
+    # -- lifecycle --------------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        connections = await self.store.db.run(self.store.connections.all)
+        for connection in connections:
+            if connection.is_live and connection.kind in self.drivers:
+                self.start_connection(connection)
+        for session in await self.store.db.run(self.store.sessions.non_terminal):
+            if session.kind in self.drivers:
+                self.start_session_task(session)
+            else:
+                await self.ctx.update_session(
+                    session.session_id,
+                    status="error",
+                    error=f"connector {session.kind!r} is not enabled",
+                )
+
+    async def stop(self) -> None:
+        self._stopping = True
+        tasks = [*self._connection_tasks.values(), *self._session_tasks.values(), *self._background]
+        for task in tasks:
+            task.cancel()
+        for task in tasks:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+        self._connection_tasks.clear()
+        self._session_tasks.clear()
+        for driver in self.drivers.values():
+            with contextlib.suppress(Exception):
+                await driver.aclose()
+
+    # -- connections ------------------------------------------------------------------------------
+
+    def start_connection(self, connection: ConnectionRecord) -> None:
+        self.stop_connection_nowait(connection.connection_id)
+        if self._stopping:
+            return
+        task = asyncio.create_task(
+            self._supervise(connection.connection_id), name=f"inbound:{connection.connection_id}"
+        )
+        self._connection_tasks[connection.connection_id] = task
+
+    def stop_connection_nowait(self, connection_id: str) -> asyncio.Task[None] | None:
+        task = self._connection_tasks.pop(connection_id, None)
+        if task is not None and task is not asyncio.current_task():
+            task.cancel()
+        return task
+
+    async def stop_connection(self, connection_id: str) -> None:
+        task = self.stop_connection_nowait(connection_id)
+        if task is not None and task is not asyncio.current_task():
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+
+    def connection_running(self, connection_id: str) -> bool:
+        task = self._connection_tasks.get(connection_id)
+        return task is not None and not task.done()
+
+    async def _supervise(self, connection_id: str) -> None:
+        while True:
+            connection = await self.ctx.get_connection(connection_id)
+            if connection is None or not connection.is_live:
+                return
+            driver = self.drivers[connection.kind]
+            try:
+                await driver.run(connection)
+                return
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception(
+                    "inbound loop of %s crashed; restarting in %.0f s",
+                    connection_id,
+                    self.SUPERVISOR_PAUSE_SECONDS,
+                )
+            await asyncio.sleep(self.SUPERVISOR_PAUSE_SECONDS)
+
+    async def set_status(
+        self, connection_id: str, status: str, *, last_error: str | None = None
+    ) -> ConnectionRecord:
+        changes: dict[str, Any] = {"status": status}
+        if last_error is not None or status == "connected":
+            changes["last_error"] = last_error
+        record = await self.store.db.transaction(
+            lambda c: self.store.connections.update(c, connection_id, **changes)
+        )
+        if not record.is_live:
+            self.stop_connection_nowait(connection_id)
+        log.info(
+            "connection %s is %s%s", connection_id, status, f" ({last_error})" if last_error else ""
+        )
+        return record
+
+    async def ingest(
+        self,
+        connection_id: str,
+        messages: Sequence[InboundMessage],
+        *,
+        state: dict[str, str] | None,
+    ) -> list[EnqueueResult]:
+        def work(conn: Any) -> tuple[ConnectionRecord, list[EnqueueResult]]:
+            connection = self.store.connections.get(conn, connection_id)
+            if connection is None:
+                raise KeyError(connection_id)
+            results = self.store.outbox.enqueue(conn, connection, messages) if messages else []
+            if state:
+                self.store.state.set_many(conn, connection_id, state)
+            return connection, results
+
+        connection, results = await self.store.db.transaction(work)
+        if any(r.inserted for r in results):
+            for listener in self._outbox_listeners:
+                listener()
+        if results:
+            for inbound_listener in self._inbound_listeners:
+                await inbound_listener(connection, results)
+        return results
+
+    # -- sessions ---------------------------------------------------------------------------------
+
+    def session_signal(self, session_id: str) -> asyncio.Event:
+        return self._session_signals.setdefault(session_id, asyncio.Event())
+
+    def start_session_task(self, session: SessionRecord) -> None:
+        if self._stopping or session.session_id in self._session_tasks:
+            return
+        driver = self.drivers[session.kind]
+        task = asyncio.create_task(
+            self._run_pairing(driver, session), name=f"pairing:{session.session_id}"
+        )
+        self._session_tasks[session.session_id] = task
+
+    async def _run_pairing(self, driver: Driver, session: SessionRecord) -> None:
+        try:
+            await driver.pair(session)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            log.exception("pairing session %s failed", session.session_id)
+            current = await self.ctx.get_session(session.session_id)
+            if current is not None and not current.is_terminal:
+                await self.ctx.update_session(
+                    session.session_id, status="error", error=f"pairing failed: {exc}"
+                )
+        finally:
+            self._session_tasks.pop(session.session_id, None)
+            self._session_signals.pop(session.session_id, None)
+
+    async def cancel_session(self, session_id: str) -> None:
+        task = self._session_tasks.pop(session_id, None)
+        if task is not None:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+
+    async def session_connected(
+        self,
+        session_id: str,
+        *,
+        account_id: str,
+        display_name: str | None,
+        credentials: dict[str, Any],
+        metadata: dict[str, Any],
+    ) -> ConnectionRecord:
+        def work(conn: Any) -> tuple[ConnectionRecord, bool]:
+            session = self.store.sessions.get(conn, session_id)
+            if session is None:
+                raise KeyError(session_id)
+            previous = self.store.connections.get(conn, session.connection_id)
+            repair = previous is not None and bool(previous.credentials)
+            if repair:
+                # The new login replaces the old: vendor cursor and reply tokens belong to it.
+                self.store.state.reset(conn, session.connection_id)
+            record = self.store.connections.update(
+                conn,
+                session.connection_id,
+                status="connected",
+                account_id=account_id,
+                display_name=display_name,
+                credentials=credentials,
+                options={k: v for k, v in session.options.items() if not _is_secret_key(k)},
+                last_error=None,
+            )
+            self.store.sessions.update(
+                conn,
+                session_id,
+                status="connected",
+                account_id=account_id,
+                vendor_name=display_name,
+                error=None,
+                metadata={"stateRef": f"sqlite:connections/{session.connection_id}", **metadata},
+            )
+            return record, repair
+
+        record, repair = await self.store.db.transaction(work)
+        log.info(
+            "connection %s %s as %s",
+            record.connection_id,
+            "re-paired" if repair else "connected",
+            account_id,
+        )
+        self.start_connection(record)
+        return record
+
+
+def _is_secret_key(key: str) -> bool:
+    lowered = key.lower()
+    return any(word in lowered for word in ("secret", "token", "password", "key"))
+
+
+def _log_failure(task: asyncio.Task[Any]) -> None:
+    if not task.cancelled() and task.exception() is not None:
+        log.error("background task %s failed", task.get_name(), exc_info=task.exception())

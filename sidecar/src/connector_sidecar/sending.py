@@ -1,0 +1,438 @@
+"""``POST /send``: idempotent by requestId, resumable per chunk, truthful about vendor refusals.
+
+One logical send runs at most once at a time in this process (the data directory lock makes
+this the only process): a repeat that arrives while it runs waits for it, briefly, and gets the
+same answer marked ``duplicate``; a repeat that waits too long gets 409 ``request_in_progress``.
+The ledger row is written before the first vendor call and after every accepted chunk, so after
+a crash or a 503 the next attempt continues after the chunks already sent.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import hashlib
+import logging
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Any
+
+from tenacity import (
+    AsyncRetrying,
+    RetryCallState,
+    retry_if_exception_type,
+    stop_after_attempt,
+    stop_after_delay,
+)
+from tenacity.wait import wait_base, wait_exponential_jitter
+
+from connector_contracts import SendRequest, SendResult
+from connector_sidecar.chunking import split_text
+from connector_sidecar.drivers.base import (
+    DeferredSendError,
+    Driver,
+    LoginExpiredError,
+    OutboundChunk,
+    RejectedSendError,
+    TransientSendError,
+)
+from connector_sidecar.problems import ApiProblem
+from connector_sidecar.runtime import Runtime
+from connector_sidecar.store import ConnectionRecord, EnqueueResult, LedgerEntry
+from connector_sidecar.store.ledger import fingerprint_of
+
+__all__ = ["MAX_DEFERRED_PER_PEER", "SendOutcome", "Sender", "vendor_key"]
+
+log = logging.getLogger(__name__)
+
+MAX_DEFERRED_PER_PEER = 3
+DEFERRED_TTL_MS = 24 * 3600 * 1000
+LEDGER_RETENTION_MS = 48 * 3600 * 1000  # the contract promises at least 24 h
+UNAVAILABLE_RETRY_AFTER = 10
+IN_PROGRESS_RETRY_AFTER = 2
+
+Sleep = Callable[[float], Awaitable[None]]
+
+
+def vendor_key(request_id: str, index: int, max_length: int = 50) -> str:
+    """The vendor idempotency key of one chunk: the same for every retry of that chunk."""
+    suffix = f"-{index}"
+    digest = hashlib.sha256(f"{request_id}\n{index}".encode()).hexdigest()
+    return digest[: max(8, min(40, max_length - len(suffix)))] + suffix
+
+
+@dataclasses.dataclass(frozen=True)
+class SendOutcome:
+    status_code: int
+    result: SendResult
+
+
+class _WaitRetryAfter(wait_base):
+    """Exponential backoff with jitter, but never shorter than a vendor's Retry-After."""
+
+    def __init__(self) -> None:
+        self._backoff = wait_exponential_jitter(initial=0.5, max=8.0, jitter=0.5)
+
+    def __call__(self, retry_state: RetryCallState) -> float:
+        delay = float(self._backoff(retry_state))
+        outcome = retry_state.outcome
+        if outcome is not None and outcome.failed:
+            exc = outcome.exception()
+            if isinstance(exc, TransientSendError) and exc.retry_after:
+                delay = max(delay, min(exc.retry_after, 60.0))
+        return delay
+
+
+def stored_result(entry: LedgerEntry, *, duplicate: bool) -> SendOutcome:
+    """The answer a ledger entry stands for (a final one, or the current state for GET)."""
+    ids = list(entry.provider_ids)
+    first = ids[0] if ids else None
+    if entry.status == "sent":
+        return SendOutcome(200, _result(entry, "sent", ids, first, ok=True, duplicate=duplicate))
+    if entry.status == "deferred":
+        return SendOutcome(
+            202, _result(entry, "deferred", ids, first, ok=True, duplicate=duplicate)
+        )
+    if entry.status == "failed":
+        return SendOutcome(502, _result(entry, "failed", ids, first, ok=False, duplicate=duplicate))
+    if entry.status == "expired":
+        return SendOutcome(
+            200, _result(entry, "expired", ids, first, ok=False, duplicate=duplicate)
+        )
+    return SendOutcome(202, _result(entry, "pending", ids, first, ok=False, duplicate=duplicate))
+
+
+def _result(
+    entry: LedgerEntry, status: str, ids: list[str], first: str | None, *, ok: bool, duplicate: bool
+) -> SendResult:
+    return SendResult(
+        ok=ok,
+        request_id=entry.request_id,
+        status=status,
+        provider_message_id=first,
+        provider_message_ids=ids,
+        duplicate=duplicate,
+    )
+
+
+def rejected_problem(entry: LedgerEntry) -> ApiProblem:
+    return ApiProblem(
+        502,
+        "provider_rejected",
+        entry.error_detail or "the vendor refused the message",
+        request_id=entry.request_id,
+    )
+
+
+class Sender:
+    def __init__(self, runtime: Runtime, *, sleep: Sleep = asyncio.sleep) -> None:
+        self.runtime = runtime
+        self.store = runtime.store
+        self.settings = runtime.settings
+        self._sleep = sleep
+        self._inflight: dict[str, tuple[str, asyncio.Future[SendOutcome]]] = {}
+        self._peer_locks: dict[tuple[str, str], asyncio.Lock] = {}
+        runtime.on_inbound(self._on_inbound)
+
+    # -- POST /send -------------------------------------------------------------------------------
+
+    async def send(self, request: SendRequest) -> SendOutcome:
+        """Run a send, or join the one already running for this requestId."""
+        if not request.content.strip():
+            raise ApiProblem(
+                422,
+                "validation_failed",
+                "$.content: must not be empty",
+                request_id=request.request_id,
+            )
+        fingerprint = fingerprint_of(request)
+        running = self._inflight.get(request.request_id)
+        if running is not None:
+            if running[0] != fingerprint:
+                raise _conflict(request.request_id)
+            try:
+                outcome = await asyncio.wait_for(
+                    asyncio.shield(running[1]), self.settings.send_wait_seconds
+                )
+            except TimeoutError:
+                raise ApiProblem(
+                    409,
+                    "request_in_progress",
+                    "a send with this requestId is still in progress",
+                    headers={"Retry-After": str(IN_PROGRESS_RETRY_AFTER)},
+                    request_id=request.request_id,
+                ) from None
+            return dataclasses.replace(
+                outcome, result=dataclasses.replace(outcome.result, duplicate=True)
+            )
+
+        future: asyncio.Future[SendOutcome] = asyncio.ensure_future(
+            self._execute(request, fingerprint)
+        )
+        self._inflight[request.request_id] = (fingerprint, future)
+        future.add_done_callback(lambda _: self._inflight.pop(request.request_id, None))
+        # Shield: a host that hangs up does not stop a send half-way; the ledger finishes it.
+        return await asyncio.shield(future)
+
+    async def get(self, request_id: str) -> SendOutcome:
+        entry = await self.store.db.run(self.store.ledger.get, request_id)
+        if entry is None:
+            raise ApiProblem(404, "request_not_found", f"no send with requestId {request_id!r}")
+        outcome = stored_result(entry, duplicate=False)
+        return SendOutcome(200, outcome.result)
+
+    async def _execute(self, request: SendRequest, fingerprint: str) -> SendOutcome:
+        entry = await self.store.db.run(self.store.ledger.get, request.request_id)
+        if entry is not None:
+            if entry.fingerprint != fingerprint:
+                raise _conflict(request.request_id)
+            if entry.status != "pending":
+                return self._final(entry, duplicate=True)
+        connection = await self.store.db.run(self.store.connections.get, request.connection_id)
+        if connection is None:
+            raise ApiProblem(
+                404,
+                "connection_not_found",
+                f"no connection {request.connection_id!r}",
+                request_id=request.request_id,
+            )
+        if request.kind and request.kind != connection.kind:
+            raise ApiProblem(
+                422,
+                "validation_failed",
+                f"$.kind: the connection is {connection.kind!r}, not {request.kind!r}",
+                request_id=request.request_id,
+            )
+        _require_ready(connection, request.request_id)
+        driver = self.runtime.drivers.get(connection.kind)
+        if driver is None:
+            raise ApiProblem(
+                409,
+                "connection_not_ready",
+                f"connector {connection.kind!r} is not enabled",
+                request_id=request.request_id,
+            )
+        chunks = split_text(
+            driver.prepare_text(request.content, request.message_type), driver.chunk_limit
+        )
+        if not chunks:
+            raise ApiProblem(
+                422,
+                "validation_failed",
+                "$.content: nothing to send",
+                request_id=request.request_id,
+            )
+        if entry is None:
+            entry = await self.store.db.transaction(self.store.ledger.create, request, len(chunks))
+        elif entry.chunk_count != len(chunks):
+            # The driver's formatting changed between versions: keep the chunks already sent.
+            log.warning("send %s: chunking changed since the first attempt", request.request_id)
+        return await self._deliver(entry, connection, driver, chunks)
+
+    def _final(self, entry: LedgerEntry, *, duplicate: bool) -> SendOutcome:
+        if entry.status == "failed":
+            raise rejected_problem(entry)
+        return stored_result(entry, duplicate=duplicate)
+
+    async def _deliver(
+        self,
+        entry: LedgerEntry,
+        connection: ConnectionRecord,
+        driver: Driver,
+        chunks: Sequence[str],
+    ) -> SendOutcome:
+        request = entry.request
+        for index in range(len(entry.provider_ids), len(chunks)):
+            chunk = OutboundChunk(
+                request_id=request.request_id,
+                index=index,
+                count=len(chunks),
+                text=chunks[index],
+                key=vendor_key(request.request_id, index, driver.key_max_length),
+                target=request.target,
+                message_type=request.message_type,
+                reply_to_message_id=request.reply_to_message_id,
+            )
+            try:
+                provider_id = await self._send_chunk(driver, connection, chunk)
+            except RejectedSendError as exc:
+                entry = await self._set_status(
+                    entry, "failed", http_status=502, code=exc.code, detail=str(exc)
+                )
+                log.warning("send %s refused by the vendor: %s", request.request_id, exc)
+                raise rejected_problem(entry) from None
+            except DeferredSendError as exc:
+                entry = await self._defer(entry, str(exc))
+                return stored_result(entry, duplicate=False)
+            except LoginExpiredError as exc:
+                await self.runtime.set_status(
+                    connection.connection_id, "auth_expired", last_error=str(exc)
+                )
+                raise ApiProblem(
+                    409,
+                    "connection_not_ready",
+                    f"the login of {connection.connection_id!r} has expired; pair again ({exc})",
+                    request_id=request.request_id,
+                ) from None
+            except TransientSendError as exc:
+                log.warning(
+                    "send %s: vendor unavailable after retries: %s", request.request_id, exc
+                )
+                raise ApiProblem(
+                    503,
+                    "provider_unavailable",
+                    f"the vendor did not accept chunk {index + 1} of {len(chunks)}: {exc}; "
+                    "retry with the same requestId to continue",
+                    headers={"Retry-After": str(UNAVAILABLE_RETRY_AFTER)},
+                    request_id=request.request_id,
+                ) from None
+            entry = await self.store.db.transaction(
+                self.store.ledger.record_chunk, request.request_id, index, provider_id
+            )
+        entry = await self._set_status(entry, "sent")
+        return stored_result(entry, duplicate=False)
+
+    async def _send_chunk(
+        self, driver: Driver, connection: ConnectionRecord, chunk: OutboundChunk
+    ) -> str:
+        retrying = AsyncRetrying(
+            retry=retry_if_exception_type(TransientSendError),
+            stop=stop_after_attempt(self.settings.send_retry_attempts)
+            | stop_after_delay(self.settings.send_retry_max_seconds),
+            wait=_WaitRetryAfter(),
+            sleep=self._sleep,
+            reraise=True,
+        )
+        async for attempt in retrying:
+            with attempt:
+                return await driver.send(connection, chunk)
+        raise AssertionError("unreachable: tenacity reraises")  # pragma: no cover
+
+    async def _set_status(
+        self,
+        entry: LedgerEntry,
+        status: str,
+        *,
+        http_status: int | None = None,
+        code: str | None = None,
+        detail: str | None = None,
+    ) -> LedgerEntry:
+        return await self.store.db.transaction(
+            lambda c: self.store.ledger.set_status(
+                c,
+                entry.request_id,
+                status,
+                http_status=http_status,
+                error_code=code,
+                error_detail=detail,
+            )
+        )
+
+    async def _defer(self, entry: LedgerEntry, reason: str) -> LedgerEntry:
+        """Park the send until the peer writes again, keeping at most 3 per peer (newest)."""
+
+        def work(conn: Any) -> LedgerEntry:
+            waiting = [
+                e
+                for e in self.store.ledger.deferred_for(conn, entry.connection_id, entry.peer_id)
+                if e.request_id != entry.request_id
+            ]
+            for old in waiting[: max(0, len(waiting) - (MAX_DEFERRED_PER_PEER - 1))]:
+                self.store.ledger.set_status(
+                    conn,
+                    old.request_id,
+                    "expired",
+                    error_code="deferred_dropped",
+                    error_detail=f"more than {MAX_DEFERRED_PER_PEER} sends were waiting for this peer",
+                )
+            return self.store.ledger.set_status(
+                conn,
+                entry.request_id,
+                "deferred",
+                http_status=202,
+                error_code="reply_window_closed",
+                error_detail=reason,
+            )
+
+        log.info("send %s deferred until %s writes again", entry.request_id, entry.peer_id)
+        return await self.store.db.transaction(work)
+
+    # -- deferred sends ---------------------------------------------------------------------------
+
+    async def _on_inbound(
+        self, connection: ConnectionRecord, results: Sequence[EnqueueResult]
+    ) -> None:
+        peers = {r.message.peer_id for r in results if r.inserted}
+        for peer_id in peers:
+            self.runtime.spawn(
+                self.flush_deferred(connection.connection_id, peer_id), name=f"flush:{peer_id}"
+            )
+
+    async def flush_deferred(self, connection_id: str, peer_id: str) -> int:
+        """Send what waited for this peer, oldest first; stop at the first that defers again."""
+        lock = self._peer_locks.setdefault((connection_id, peer_id), asyncio.Lock())
+        sent = 0
+        async with lock:
+            entries = await self.store.db.run(
+                self.store.ledger.deferred_for, connection_id, peer_id
+            )
+            for entry in entries:
+                connection = await self.store.db.run(self.store.connections.get, connection_id)
+                if connection is None or connection.status != "connected":
+                    break
+                driver = self.runtime.drivers.get(connection.kind)
+                if driver is None:
+                    break
+                request = entry.request
+                chunks = split_text(
+                    driver.prepare_text(request.content, request.message_type), driver.chunk_limit
+                )
+                try:
+                    outcome = await self._deliver(entry, connection, driver, chunks)
+                except ApiProblem as problem:
+                    log.warning("deferred send %s failed: %s", entry.request_id, problem.detail)
+                    if problem.code != "provider_rejected":
+                        break
+                    continue
+                if outcome.result.status != "sent":
+                    break
+                sent += 1
+        if not lock.locked():
+            self._peer_locks.pop((connection_id, peer_id), None)
+        return sent
+
+    # -- housekeeping -----------------------------------------------------------------------------
+
+    async def housekeeping(self) -> None:
+        """Expire deferred sends older than 24 h and purge final ledger entries older than 48 h."""
+        now = int(self.runtime.clock() * 1000)
+        expired = await self.store.db.transaction(
+            self.store.ledger.expire_deferred, now - DEFERRED_TTL_MS
+        )
+        purged = await self.store.db.transaction(self.store.ledger.purge, now - LEDGER_RETENTION_MS)
+        if expired or purged:
+            log.info(
+                "ledger housekeeping: %d deferred sends expired, %d old entries purged",
+                expired,
+                purged,
+            )
+
+
+def _conflict(request_id: str) -> ApiProblem:
+    return ApiProblem(
+        422,
+        "request_id_conflict",
+        "this requestId was already used for a different message (connection, target, content or type)",
+        request_id=request_id,
+    )
+
+
+def _require_ready(connection: ConnectionRecord, request_id: str) -> None:
+    if connection.status in ("connected", "reconnecting"):
+        return
+    reason = f" ({connection.last_error})" if connection.last_error else ""
+    raise ApiProblem(
+        409,
+        "connection_not_ready",
+        f"connection {connection.connection_id!r} is {connection.status}{reason}; it needs to be paired",
+        request_id=request_id,
+    )

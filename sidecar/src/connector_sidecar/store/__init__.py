@@ -1,0 +1,49 @@
+"""The embedded SQLite store and the queries on each of its tables."""
+
+from __future__ import annotations
+
+from connector_sidecar._clock import Clock
+from connector_sidecar.store.connections import ConnectionRecord, Connections
+from connector_sidecar.store.db import Database, DatabaseLockedError
+from connector_sidecar.store.ledger import LedgerEntry, SendLedger
+from connector_sidecar.store.outbox import (
+    EnqueueResult,
+    InboundMessage,
+    Outbox,
+    OutboxRow,
+    event_id_for,
+)
+from connector_sidecar.store.sessions import SessionRecord, Sessions, new_session_id
+from connector_sidecar.store.state import ConnectionState
+
+__all__ = [
+    "ConnectionRecord",
+    "ConnectionState",
+    "Connections",
+    "Database",
+    "DatabaseLockedError",
+    "EnqueueResult",
+    "InboundMessage",
+    "LedgerEntry",
+    "Outbox",
+    "OutboxRow",
+    "SendLedger",
+    "SessionRecord",
+    "Sessions",
+    "Store",
+    "event_id_for",
+    "new_session_id",
+]
+
+
+class Store:
+    """The database and one query object per table, sharing one clock."""
+
+    def __init__(self, db: Database, clock: Clock) -> None:
+        self.db = db
+        self.clock = clock
+        self.connections = Connections(clock)
+        self.sessions = Sessions(clock)
+        self.outbox = Outbox(clock)
+        self.ledger = SendLedger(clock)
+        self.state = ConnectionState(clock)

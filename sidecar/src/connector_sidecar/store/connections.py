@@ -1,0 +1,123 @@
+"""Connections: a paired vendor account and its login."""
+
+from __future__ import annotations
+
+import dataclasses
+import sqlite3
+from typing import Any
+
+import msgspec
+
+from connector_sidecar._clock import Clock, now_ms
+
+__all__ = ["ConnectionRecord", "Connections"]
+
+_json = msgspec.json.Encoder()
+_dict = msgspec.json.Decoder(dict[str, Any])
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class ConnectionRecord:
+    connection_id: str
+    channel_id: str
+    kind: str
+    status: str
+    account_id: str | None = None
+    display_name: str | None = None
+    credentials: dict[str, Any] = dataclasses.field(default_factory=dict, repr=False)
+    options: dict[str, Any] = dataclasses.field(default_factory=dict, repr=False)
+    last_error: str | None = None
+    last_inbound_at: int | None = None
+    last_outbound_at: int | None = None
+    created_at: int = 0
+    updated_at: int = 0
+
+    @property
+    def is_live(self) -> bool:
+        """Whether the inbound loop should run (connected, or reconnecting by itself)."""
+        return self.status in ("connected", "reconnecting")
+
+
+def _row(row: sqlite3.Row) -> ConnectionRecord:
+    return ConnectionRecord(
+        connection_id=row["connection_id"],
+        channel_id=row["channel_id"],
+        kind=row["kind"],
+        status=row["status"],
+        account_id=row["account_id"],
+        display_name=row["display_name"],
+        credentials=_dict.decode(row["credentials"]) if row["credentials"] else {},
+        options=_dict.decode(row["options"]) if row["options"] else {},
+        last_error=row["last_error"],
+        last_inbound_at=row["last_inbound_at"],
+        last_outbound_at=row["last_outbound_at"],
+        created_at=row["created_at"],
+        updated_at=row["updated_at"],
+    )
+
+
+class Connections:
+    """Queries on the ``connections`` table; each takes the connection of the DB thread."""
+
+    def __init__(self, clock: Clock) -> None:
+        self.clock = clock
+
+    def get(self, conn: sqlite3.Connection, connection_id: str) -> ConnectionRecord | None:
+        row = conn.execute(
+            "SELECT * FROM connections WHERE connection_id = ?", (connection_id,)
+        ).fetchone()
+        return _row(row) if row else None
+
+    def all(self, conn: sqlite3.Connection) -> list[ConnectionRecord]:
+        return [
+            _row(r)
+            for r in conn.execute("SELECT * FROM connections ORDER BY created_at, connection_id")
+        ]
+
+    def ensure(
+        self, conn: sqlite3.Connection, *, connection_id: str, channel_id: str, kind: str
+    ) -> ConnectionRecord:
+        """The connection, created in status ``pairing`` if it does not exist yet."""
+        now = now_ms(self.clock)
+        conn.execute(
+            "INSERT INTO connections (connection_id, channel_id, kind, status, created_at, updated_at)"
+            " VALUES (?, ?, ?, 'pairing', ?, ?) ON CONFLICT (connection_id) DO NOTHING",
+            (connection_id, channel_id, kind, now, now),
+        )
+        record = self.get(conn, connection_id)
+        assert record is not None
+        return record
+
+    def update(
+        self, conn: sqlite3.Connection, connection_id: str, **changes: Any
+    ) -> ConnectionRecord:
+        allowed = {f.name for f in dataclasses.fields(ConnectionRecord)} - {
+            "connection_id",
+            "created_at",
+        }
+        unknown = set(changes) - allowed
+        if unknown:
+            raise ValueError(f"unknown connection fields: {sorted(unknown)}")
+        changes["updated_at"] = now_ms(self.clock)
+        for key in ("credentials", "options"):
+            if key in changes:
+                changes[key] = _json.encode(changes[key]).decode()
+        assignments = ", ".join(f"{k} = ?" for k in changes)
+        conn.execute(
+            f"UPDATE connections SET {assignments} WHERE connection_id = ?",  # noqa: S608 - names from the dataclass
+            (*changes.values(), connection_id),
+        )
+        record = self.get(conn, connection_id)
+        if record is None:
+            raise KeyError(connection_id)
+        return record
+
+    def delivery_counts(self, conn: sqlite3.Connection) -> dict[str, tuple[int, int]]:
+        """(pending, dead) outbox counts per connection."""
+        counts: dict[str, tuple[int, int]] = {}
+        for row in conn.execute(
+            "SELECT connection_id, SUM(status = 'pending') AS pending, SUM(status = 'dead') AS dead"
+            " FROM outbox WHERE status != 'delivered' GROUP BY connection_id"
+        ):
+            counts[row["connection_id"]] = (row["pending"] or 0, row["dead"] or 0)
+        return counts

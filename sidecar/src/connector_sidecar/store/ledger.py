@@ -1,0 +1,176 @@
+"""The send ledger: one row per requestId, so a send reaches the vendor at most once per chunk.
+
+``provider_ids`` grows by one as each chunk is accepted by the vendor, in the same commit, so a
+retry after a crash or a 503 resumes after the chunks already sent.
+
+Statuses: ``pending`` (started or interrupted; resumable), ``sent``, ``deferred`` (waiting for the
+peer to write again), ``failed`` (the vendor refused; final), ``expired`` (a deferred send dropped).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import sqlite3
+
+import msgspec
+
+from connector_contracts import SendRequest
+from connector_sidecar._clock import Clock, now_ms
+
+__all__ = ["LedgerEntry", "SendLedger", "fingerprint_of"]
+
+_encoder = msgspec.json.Encoder()
+_request_decoder = msgspec.json.Decoder(SendRequest)
+_ids_decoder = msgspec.json.Decoder(list[str])
+FINAL_STATUSES = frozenset({"sent", "failed", "expired"})
+
+
+def fingerprint_of(request: SendRequest) -> str:
+    """What makes two sends with one requestId "the same": connection, target, content, type."""
+    material = _encoder.encode(
+        [request.connection_id, request.target, request.content, request.message_type]
+    )
+    return hashlib.sha256(material).hexdigest()
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class LedgerEntry:
+    request_id: str
+    connection_id: str
+    peer_id: str
+    fingerprint: str
+    request: SendRequest = dataclasses.field(repr=False)
+    status: str
+    chunk_count: int
+    provider_ids: list[str]
+    http_status: int | None
+    error_code: str | None
+    error_detail: str | None
+    created_at: int
+    updated_at: int
+
+
+def _row(row: sqlite3.Row) -> LedgerEntry:
+    return LedgerEntry(
+        request_id=row["request_id"],
+        connection_id=row["connection_id"],
+        peer_id=row["peer_id"],
+        fingerprint=row["fingerprint"],
+        request=_request_decoder.decode(row["request"]),
+        status=row["status"],
+        chunk_count=row["chunk_count"],
+        provider_ids=_ids_decoder.decode(row["provider_ids"]),
+        http_status=row["http_status"],
+        error_code=row["error_code"],
+        error_detail=row["error_detail"],
+        created_at=row["created_at"],
+        updated_at=row["updated_at"],
+    )
+
+
+class SendLedger:
+    def __init__(self, clock: Clock) -> None:
+        self.clock = clock
+
+    def get(self, conn: sqlite3.Connection, request_id: str) -> LedgerEntry | None:
+        row = conn.execute(
+            "SELECT * FROM send_ledger WHERE request_id = ?", (request_id,)
+        ).fetchone()
+        return _row(row) if row else None
+
+    def create(
+        self, conn: sqlite3.Connection, request: SendRequest, chunk_count: int
+    ) -> LedgerEntry:
+        now = now_ms(self.clock)
+        conn.execute(
+            "INSERT INTO send_ledger (request_id, connection_id, peer_id, fingerprint, request, status,"
+            " chunk_count, created_at, updated_at) VALUES (?, ?, ?, ?, ?, 'pending', ?, ?, ?)",
+            (
+                request.request_id,
+                request.connection_id,
+                request.target.peer_id,
+                fingerprint_of(request),
+                _encoder.encode(request),
+                chunk_count,
+                now,
+                now,
+            ),
+        )
+        entry = self.get(conn, request.request_id)
+        assert entry is not None
+        return entry
+
+    def record_chunk(
+        self, conn: sqlite3.Connection, request_id: str, index: int, provider_id: str
+    ) -> LedgerEntry:
+        entry = self.get(conn, request_id)
+        if entry is None:
+            raise KeyError(request_id)
+        if index != len(entry.provider_ids):
+            raise RuntimeError(f"chunk {index} recorded out of order for {request_id!r}")
+        ids = [*entry.provider_ids, provider_id]
+        now = now_ms(self.clock)
+        conn.execute(
+            "UPDATE send_ledger SET provider_ids = ?, updated_at = ? WHERE request_id = ?",
+            (_encoder.encode(ids).decode(), now, request_id),
+        )
+        conn.execute(
+            "UPDATE connections SET last_outbound_at = ? WHERE connection_id = ?",
+            (now, entry.connection_id),
+        )
+        return dataclasses.replace(entry, provider_ids=ids, updated_at=now)
+
+    def set_status(
+        self,
+        conn: sqlite3.Connection,
+        request_id: str,
+        status: str,
+        *,
+        http_status: int | None = None,
+        error_code: str | None = None,
+        error_detail: str | None = None,
+    ) -> LedgerEntry:
+        conn.execute(
+            "UPDATE send_ledger SET status = ?, http_status = ?, error_code = ?, error_detail = ?, updated_at = ?"
+            " WHERE request_id = ?",
+            (status, http_status, error_code, error_detail, now_ms(self.clock), request_id),
+        )
+        entry = self.get(conn, request_id)
+        if entry is None:
+            raise KeyError(request_id)
+        return entry
+
+    def deferred_for(
+        self, conn: sqlite3.Connection, connection_id: str, peer_id: str
+    ) -> list[LedgerEntry]:
+        rows = conn.execute(
+            "SELECT * FROM send_ledger WHERE connection_id = ? AND peer_id = ? AND status = 'deferred'"
+            " ORDER BY created_at, rowid",
+            (connection_id, peer_id),
+        )
+        return [_row(r) for r in rows]
+
+    def peers_with_deferred(self, conn: sqlite3.Connection) -> list[tuple[str, str]]:
+        rows = conn.execute(
+            "SELECT DISTINCT connection_id, peer_id FROM send_ledger WHERE status = 'deferred'"
+        )
+        return [(r[0], r[1]) for r in rows]
+
+    def expire_deferred(self, conn: sqlite3.Connection, older_than_ms: int) -> int:
+        cursor = conn.execute(
+            "UPDATE send_ledger SET status = 'expired', error_code = 'deferred_expired',"
+            " error_detail = 'the peer did not write again within 24 h', updated_at = ?"
+            " WHERE status = 'deferred' AND created_at < ?",
+            (now_ms(self.clock), older_than_ms),
+        )
+        return cursor.rowcount
+
+    def purge(self, conn: sqlite3.Connection, older_than_ms: int, *, limit: int = 500) -> int:
+        """Delete final entries not touched since ``older_than_ms`` (at least 24 h ago)."""
+        cursor = conn.execute(
+            "DELETE FROM send_ledger WHERE rowid IN (SELECT rowid FROM send_ledger"
+            " WHERE status IN ('sent', 'failed', 'expired') AND updated_at < ? LIMIT ?)",
+            (older_than_ms, limit),
+        )
+        return cursor.rowcount

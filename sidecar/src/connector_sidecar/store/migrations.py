@@ -1,0 +1,103 @@
+"""Numbered schema migrations, applied in order at start (``PRAGMA user_version`` is the number).
+
+Never edit a migration that has shipped: add the next one. Times are Unix milliseconds.
+"""
+
+from __future__ import annotations
+
+__all__ = ["MIGRATIONS"]
+
+_0001_initial = """
+CREATE TABLE connections (
+    connection_id    TEXT PRIMARY KEY,
+    channel_id       TEXT NOT NULL,
+    kind             TEXT NOT NULL,
+    status           TEXT NOT NULL,
+    account_id       TEXT,
+    display_name     TEXT,
+    credentials      TEXT,              -- JSON; the vendor login. Never logged.
+    options          TEXT NOT NULL DEFAULT '{}',
+    last_error       TEXT,
+    last_inbound_at  INTEGER,
+    last_outbound_at INTEGER,
+    created_at       INTEGER NOT NULL,
+    updated_at       INTEGER NOT NULL
+);
+CREATE TABLE sessions (
+    session_id        TEXT PRIMARY KEY,
+    kind              TEXT NOT NULL,
+    connection_id     TEXT NOT NULL,
+    channel_id        TEXT NOT NULL,
+    status            TEXT NOT NULL,
+    display_name      TEXT,
+    callback_base_url TEXT,
+    options           TEXT NOT NULL DEFAULT '{}',   -- JSON; may hold an app secret. Never logged.
+    qr_image          TEXT,
+    qr_content        TEXT,
+    account_id        TEXT,
+    vendor_name       TEXT,
+    error             TEXT,
+    metadata          TEXT NOT NULL DEFAULT '{}',
+    state             TEXT NOT NULL DEFAULT '{}',   -- the driver's progress, to resume after a restart
+    expires_at        INTEGER,
+    created_at        INTEGER NOT NULL,
+    updated_at        INTEGER NOT NULL
+);
+CREATE INDEX sessions_by_connection ON sessions (connection_id, created_at);
+CREATE TABLE outbox (
+    seq              INTEGER PRIMARY KEY AUTOINCREMENT,
+    event_id         TEXT NOT NULL UNIQUE,
+    connection_id    TEXT NOT NULL,
+    lane             TEXT NOT NULL,
+    status           TEXT NOT NULL,     -- pending | delivered | dead
+    attempts         INTEGER NOT NULL DEFAULT 0,
+    payload          BLOB NOT NULL,     -- the BridgeEvent as JSON, deliveryAttempt 0
+    created_at       INTEGER NOT NULL,
+    next_attempt_at  INTEGER NOT NULL,
+    delivered_at     INTEGER,
+    last_status_code INTEGER,
+    last_error       TEXT
+);
+CREATE INDEX outbox_pending ON outbox (status, seq);
+CREATE INDEX outbox_by_connection ON outbox (connection_id, status, seq);
+CREATE INDEX outbox_lane ON outbox (lane, seq);
+CREATE TABLE send_ledger (
+    request_id     TEXT PRIMARY KEY,
+    connection_id  TEXT NOT NULL,
+    peer_id        TEXT NOT NULL,
+    fingerprint    TEXT NOT NULL,
+    request        BLOB NOT NULL,      -- the SendRequest as JSON, to resume or flush later
+    status         TEXT NOT NULL,      -- pending | sent | deferred | failed | expired
+    chunk_count    INTEGER NOT NULL,
+    provider_ids   TEXT NOT NULL DEFAULT '[]',   -- one per chunk already sent, in order
+    http_status    INTEGER,
+    error_code     TEXT,
+    error_detail   TEXT,
+    created_at     INTEGER NOT NULL,
+    updated_at     INTEGER NOT NULL
+);
+CREATE INDEX send_ledger_deferred ON send_ledger (connection_id, peer_id, status, created_at);
+CREATE INDEX send_ledger_age ON send_ledger (status, updated_at);
+CREATE TABLE connection_state (
+    connection_id TEXT NOT NULL,
+    key           TEXT NOT NULL,        -- 'cursor', 'ctx:<peer>', …: vendor cursors and reply tokens
+    value         TEXT NOT NULL,
+    updated_at    INTEGER NOT NULL,
+    PRIMARY KEY (connection_id, key)
+);
+CREATE TABLE sim_sent (
+    id                  INTEGER PRIMARY KEY AUTOINCREMENT,
+    connection_id       TEXT NOT NULL,
+    request_id          TEXT NOT NULL,
+    chunk_index         INTEGER NOT NULL,
+    vendor_key          TEXT NOT NULL,
+    provider_message_id TEXT NOT NULL,
+    peer_id             TEXT NOT NULL,
+    thread_id           TEXT,
+    content             TEXT NOT NULL,
+    sent_at             INTEGER NOT NULL
+);
+CREATE INDEX sim_sent_by_connection ON sim_sent (connection_id, id)
+"""
+
+MIGRATIONS: tuple[str, ...] = (_0001_initial,)

@@ -1,0 +1,115 @@
+"""Pairing sessions: one vendor login attempt for a connection."""
+
+from __future__ import annotations
+
+import dataclasses
+import secrets
+import sqlite3
+from typing import Any
+
+import msgspec
+
+from connector_contracts import TERMINAL_SESSION_STATUSES
+from connector_sidecar._clock import Clock, now_ms
+
+__all__ = ["SessionRecord", "Sessions", "new_session_id"]
+
+_json = msgspec.json.Encoder()
+_dict = msgspec.json.Decoder(dict[str, Any])
+_JSON_FIELDS = ("options", "metadata", "state")
+
+
+def new_session_id() -> str:
+    return "cs_" + secrets.token_hex(12)
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class SessionRecord:
+    session_id: str
+    kind: str
+    connection_id: str
+    channel_id: str
+    status: str
+    display_name: str | None = None
+    callback_base_url: str | None = None
+    options: dict[str, Any] = dataclasses.field(default_factory=dict, repr=False)
+    qr_image: str | None = dataclasses.field(default=None, repr=False)
+    qr_content: str | None = None
+    account_id: str | None = None
+    vendor_name: str | None = None
+    error: str | None = None
+    metadata: dict[str, Any] = dataclasses.field(default_factory=dict)
+    state: dict[str, Any] = dataclasses.field(default_factory=dict, repr=False)
+    expires_at: int | None = None
+    created_at: int = 0
+    updated_at: int = 0
+
+    @property
+    def is_terminal(self) -> bool:
+        return self.status in TERMINAL_SESSION_STATUSES
+
+
+def _row(row: sqlite3.Row) -> SessionRecord:
+    values = dict(row)
+    for key in _JSON_FIELDS:
+        values[key] = _dict.decode(values[key]) if values[key] else {}
+    return SessionRecord(**values)
+
+
+class Sessions:
+    def __init__(self, clock: Clock) -> None:
+        self.clock = clock
+
+    def get(self, conn: sqlite3.Connection, session_id: str) -> SessionRecord | None:
+        row = conn.execute("SELECT * FROM sessions WHERE session_id = ?", (session_id,)).fetchone()
+        return _row(row) if row else None
+
+    def active_for(self, conn: sqlite3.Connection, connection_id: str) -> SessionRecord | None:
+        """The newest non-terminal session of a connection, if any."""
+        placeholders = ",".join("?" * len(TERMINAL_SESSION_STATUSES))
+        row = conn.execute(
+            f"SELECT * FROM sessions WHERE connection_id = ? AND status NOT IN ({placeholders})"  # noqa: S608
+            " ORDER BY created_at DESC LIMIT 1",
+            (connection_id, *sorted(TERMINAL_SESSION_STATUSES)),
+        ).fetchone()
+        return _row(row) if row else None
+
+    def non_terminal(self, conn: sqlite3.Connection) -> list[SessionRecord]:
+        placeholders = ",".join("?" * len(TERMINAL_SESSION_STATUSES))
+        rows = conn.execute(
+            f"SELECT * FROM sessions WHERE status NOT IN ({placeholders}) ORDER BY created_at",  # noqa: S608
+            tuple(sorted(TERMINAL_SESSION_STATUSES)),
+        )
+        return [_row(r) for r in rows]
+
+    def insert(self, conn: sqlite3.Connection, record: SessionRecord) -> SessionRecord:
+        now = now_ms(self.clock)
+        record = dataclasses.replace(record, created_at=now, updated_at=now)
+        values = dataclasses.asdict(record)
+        for key in _JSON_FIELDS:
+            values[key] = _json.encode(values[key]).decode()
+        columns = ", ".join(values)
+        conn.execute(
+            f"INSERT INTO sessions ({columns}) VALUES ({', '.join('?' * len(values))})",  # noqa: S608
+            tuple(values.values()),
+        )
+        return record
+
+    def update(self, conn: sqlite3.Connection, session_id: str, **changes: Any) -> SessionRecord:
+        allowed = {f.name for f in dataclasses.fields(SessionRecord)} - {"session_id", "created_at"}
+        unknown = set(changes) - allowed
+        if unknown:
+            raise ValueError(f"unknown session fields: {sorted(unknown)}")
+        changes["updated_at"] = now_ms(self.clock)
+        for key in _JSON_FIELDS:
+            if key in changes:
+                changes[key] = _json.encode(changes[key]).decode()
+        assignments = ", ".join(f"{k} = ?" for k in changes)
+        conn.execute(
+            f"UPDATE sessions SET {assignments} WHERE session_id = ?",  # noqa: S608 - names from the dataclass
+            (*changes.values(), session_id),
+        )
+        record = self.get(conn, session_id)
+        if record is None:
+            raise KeyError(session_id)
+        return record
