@@ -1,0 +1,1 @@
+"""Runnable examples built on the SDK (``python -m examples.echo_host``)."""

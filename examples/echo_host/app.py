@@ -1,0 +1,133 @@
+"""The echo host's Starlette app: the SDK's bridge endpoint, an echo handler, ``/healthz``."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from contextlib import AsyncExitStack, asynccontextmanager
+from typing import Literal
+
+import httpx
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse
+from starlette.routing import Route
+
+from connector_contracts import BridgeEvent
+from connector_sdk import (
+    BridgeEndpoint,
+    BridgeHandler,
+    BridgeVerifier,
+    ConnectionNotFound,
+    ConnectionNotReady,
+    DedupeStore,
+    ProviderRejected,
+    RequestIdConflict,
+    SidecarClient,
+    SqliteDedupeStore,
+    ValidationFailed,
+    request_id_for,
+)
+from examples.echo_host.config import BRIDGE_PATH, Settings
+
+__all__ = ["create_app", "echo_reply", "make_echo_handler"]
+
+logger = logging.getLogger("examples.echo_host")
+
+# Answers about this one message: sending it again cannot help, so the event is done.
+_PERMANENT = (
+    ProviderRejected,
+    RequestIdConflict,
+    ValidationFailed,
+    ConnectionNotReady,
+    ConnectionNotFound,
+)
+
+
+def echo_reply(event: BridgeEvent) -> str:
+    """The reply to an event."""
+    return f"echo: {event.content}"
+
+
+def _peer_type(value: str) -> Literal["dm", "group", "unknown"]:
+    # The event's peerType is a plain string (newer sidecars may add kinds); a send's is not.
+    if value == "dm":
+        return "dm"
+    if value == "group":
+        return "group"
+    return "unknown"
+
+
+def make_echo_handler(client: SidecarClient) -> BridgeHandler:
+    """A bridge handler that echoes each message back through ``client``.
+
+    The requestId comes from :func:`request_id_for` over the conversation, the reply and the
+    inbound message id: handling a redelivered event again yields the same requestId, and
+    the sidecar answers it as a duplicate instead of sending a second echo.
+    """
+
+    async def echo(event: BridgeEvent) -> str | None:
+        reply = echo_reply(event)
+        session_id = f"{event.connection_id}:{event.peer_id}"
+        request_id = request_id_for(
+            event.channel_id,
+            session_id,
+            content=reply,
+            inbound_message_id=event.message_id,
+            peer_id=event.peer_id,
+        )
+        try:
+            result = await client.send(
+                request_id=request_id,
+                connection_id=event.connection_id,
+                channel_id=event.channel_id,
+                kind=event.kind,
+                peer_id=event.peer_id,
+                peer_type=_peer_type(event.peer_type),
+                thread_id=event.thread_id,
+                content=reply,
+                metadata={"inboundMessageId": event.message_id, "sessionId": session_id},
+            )
+        except _PERMANENT as error:
+            logger.warning("not echoing event %s: %s", event.event_id, error)
+            return None
+        logger.info("echoed event %s as %s (%s)", event.event_id, request_id, result.status)
+        return result.provider_message_id
+
+    return echo
+
+
+async def _healthz(request: Request) -> JSONResponse:
+    return JSONResponse({"ok": True})
+
+
+def create_app(
+    settings: Settings,
+    *,
+    transport: httpx.AsyncBaseTransport | None = None,
+    store: DedupeStore | None = None,
+) -> Starlette:
+    """The echo host app. ``transport`` and ``store`` replace the network and disk in tests."""
+    client = SidecarClient(settings.sidecar_url, token=settings.sidecar_token, transport=transport)
+    dedupe = store if store is not None else SqliteDedupeStore(settings.dedupe_path)
+    verifier = BridgeVerifier(
+        token=settings.bridge_token, signing_secrets=settings.bridge_signing_secrets
+    )
+    endpoint = BridgeEndpoint(make_echo_handler(client), verifier=verifier, store=dedupe)
+
+    @asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        async with AsyncExitStack() as stack:
+            await stack.enter_async_context(client)
+            if isinstance(dedupe, SqliteDedupeStore):
+                # Opened now, so a data directory that cannot be written stops the start.
+                await stack.enter_async_context(dedupe)
+            yield
+
+    return Starlette(
+        routes=[
+            Route(BRIDGE_PATH, endpoint, methods=["POST"]),
+            Route("/healthz", _healthz, methods=["GET"]),
+        ],
+        lifespan=lifespan,
+    )

@@ -1,0 +1,464 @@
+"""Dedupe stores: every rule, concurrency within a process and across processes, JSON import."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import subprocess
+import sys
+import textwrap
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+
+from connector_sdk import (
+    DedupeError,
+    DedupeImportError,
+    DedupeStore,
+    MemoryDedupeStore,
+    SqliteDedupeStore,
+    UnknownDedupeKey,
+)
+
+from ._fakes import FakeClock
+
+pytestmark = pytest.mark.anyio
+
+Store = MemoryDedupeStore | SqliteDedupeStore
+TTL = 60.0
+RETENTION = 7 * 24 * 3600.0
+
+
+@pytest.fixture
+def clock() -> FakeClock:
+    """The stores' clock, moved by hand."""
+    return FakeClock()
+
+
+@pytest.fixture(params=["memory", "sqlite"])
+async def store(
+    request: pytest.FixtureRequest, tmp_path: Path, clock: FakeClock
+) -> AsyncIterator[Store]:
+    """Each store kind, with default windows and the fake clock."""
+    if request.param == "memory":
+        yield MemoryDedupeStore(now=clock)
+        return
+    async with SqliteDedupeStore(tmp_path / "dedupe.sqlite3", now=clock) as sqlite_store:
+        yield sqlite_store
+
+
+async def test_stores_implement_the_protocol(store: Store) -> None:
+    """Both stores satisfy the DedupeStore protocol."""
+    assert isinstance(store, DedupeStore)
+
+
+async def test_new_key_is_processed(store: Store, clock: FakeClock) -> None:
+    """A new key: process, status processing, attempts from the delivery, key conn:event."""
+    decision = await store.begin("conn_1", "evt_1", 3)
+    assert decision.should_process
+    assert decision.dedupe_key == "conn_1:evt_1"
+    assert decision.status == "processing"
+    assert decision.http_status == 200
+    assert decision.retry_after_seconds is None
+    record = decision.record
+    assert record.delivery_attempts == 3
+    assert (record.connection_id, record.event_id) == ("conn_1", "evt_1")
+    assert record.first_seen_at == datetime.fromtimestamp(clock.now, UTC)
+    assert record.last_error is None
+    assert record.message_id is None
+
+
+@pytest.mark.parametrize("attempt", [0, -2, 1])
+async def test_new_key_counts_at_least_one_attempt(store: Store, attempt: int) -> None:
+    """Attempts on a new key are ``max(1, delivery_attempt)``."""
+    decision = await store.begin("c", "e", attempt)
+    assert decision.record.delivery_attempts == 1
+
+
+async def test_completed_is_not_processed_again(store: Store, clock: FakeClock) -> None:
+    """After complete(): no processing, 200, status completed, message id kept."""
+    first = await store.begin("c", "e", 1)
+    await store.complete(first.dedupe_key, "host-msg-9")
+    clock.advance(3600)
+    again = await store.begin("c", "e", 2)
+    assert not again.should_process
+    assert (again.http_status, again.status, again.retry_after_seconds) == (200, "completed", None)
+    assert again.record.message_id == "host-msg-9"
+    assert again.record.delivery_attempts == 1
+
+
+async def test_processing_young_answers_409(store: Store, clock: FakeClock) -> None:
+    """A key processing for less than the TTL: no processing, 409, retry after 5 s."""
+    await store.begin("c", "e", 1)
+    clock.advance(TTL - 1)
+    again = await store.begin("c", "e", 2)
+    assert not again.should_process
+    assert (again.http_status, again.status, again.retry_after_seconds) == (409, "processing", 5)
+    assert again.record.delivery_attempts == 1
+
+
+async def test_processing_stale_is_processed_again(store: Store, clock: FakeClock) -> None:
+    """A key processing for longer than the TTL is taken over; attempts = previous + 1."""
+    await store.begin("c", "e", 1)
+    clock.advance(TTL + 1)
+    again = await store.begin("c", "e", 1)
+    assert again.should_process
+    assert again.status == "processing"
+    assert again.record.delivery_attempts == 2
+    assert again.record.updated_at == datetime.fromtimestamp(clock.now, UTC)
+
+
+async def test_failed_is_processed_again_and_error_cleared(store: Store) -> None:
+    """After fail(): processed again at once, last_error cleared, attempts bumped."""
+    first = await store.begin("c", "e", 1)
+    await store.fail(first.dedupe_key, "RuntimeError: boom")
+    failed = await store.get(first.dedupe_key)
+    assert failed is not None
+    assert (failed.status, failed.last_error) == ("failed", "RuntimeError: boom")
+    again = await store.begin("c", "e", 1)
+    assert again.should_process
+    assert again.record.last_error is None
+    assert again.record.delivery_attempts == 2
+
+
+async def test_attempts_follow_a_higher_delivery_attempt(store: Store) -> None:
+    """When the sidecar's count is ahead (our record was lost), it wins: max(prev + 1, n)."""
+    first = await store.begin("c", "e", 1)
+    await store.fail(first.dedupe_key, "x")
+    again = await store.begin("c", "e", 7)
+    assert again.record.delivery_attempts == 7
+
+
+async def test_first_seen_is_kept_across_attempts(store: Store, clock: FakeClock) -> None:
+    """A retried event keeps its first_seen_at and moves updated_at."""
+    first = await store.begin("c", "e", 1)
+    await store.fail(first.dedupe_key, "x")
+    clock.advance(10)
+    again = await store.begin("c", "e", 2)
+    assert again.record.first_seen_at == first.record.first_seen_at
+    assert again.record.updated_at > first.record.updated_at
+
+
+async def test_keys_are_per_connection(store: Store) -> None:
+    """The same eventId on two connections is two events."""
+    a = await store.begin("conn_a", "evt", 1)
+    b = await store.begin("conn_b", "evt", 1)
+    assert a.should_process
+    assert b.should_process
+    assert a.dedupe_key != b.dedupe_key
+
+
+async def test_unknown_key_on_complete_or_fail(store: Store) -> None:
+    """complete() or fail() of a key begin() never returned raises UnknownDedupeKey."""
+    with pytest.raises(UnknownDedupeKey):
+        await store.complete("c:nope", None)
+    with pytest.raises(UnknownDedupeKey):
+        await store.fail("c:nope", "x")
+
+
+async def test_long_errors_are_truncated(store: Store) -> None:
+    """A huge error message is stored cut to a bounded size."""
+    first = await store.begin("c", "e", 1)
+    await store.fail(first.dedupe_key, "x" * 100_000)
+    record = await store.get(first.dedupe_key)
+    assert record is not None
+    assert record.last_error is not None
+    assert len(record.last_error) <= 2000
+
+
+async def test_records_are_purged_after_retention(store: Store, clock: FakeClock) -> None:
+    """Records untouched for the retention window are purged by a later begin()."""
+    old = await store.begin("c", "old", 1)
+    await store.complete(old.dedupe_key)
+    clock.advance(RETENTION - 1)
+    kept = await store.begin("c", "new", 1)  # purge runs here, but "old" is still inside
+    assert await store.get(old.dedupe_key) is not None
+    clock.advance(2 + 300)
+    await store.begin("c", "newer", 1)
+    assert await store.get(old.dedupe_key) is None
+    assert await store.get(kept.dedupe_key) is not None
+
+
+async def test_purge_returns_count(store: Store, clock: FakeClock) -> None:
+    """purge() drops every record older than the retention and says how many."""
+    for n in range(5):
+        await store.begin("c", f"e{n}", 1)
+    clock.advance(RETENTION - 10)
+    fresh = await store.begin("c", "fresh", 1)
+    clock.advance(11)
+    assert await store.purge() == 5
+    assert await store.purge() == 0
+    assert await store.get(fresh.dedupe_key) is not None
+
+
+async def test_store_does_not_grow_without_bound(tmp_path: Path) -> None:
+    """Under a steady stream of events, the record count stays near one retention's worth."""
+    clock = FakeClock()
+    memory = MemoryDedupeStore(
+        retention_seconds=100, processing_ttl_seconds=10, purge_interval_seconds=10, now=clock
+    )
+    async with SqliteDedupeStore(
+        tmp_path / "d.sqlite3",
+        retention_seconds=100,
+        processing_ttl_seconds=10,
+        purge_interval_seconds=10,
+        now=clock,
+    ) as sqlite_store:
+        for n in range(500):
+            for s in (memory, sqlite_store):
+                decision = await s.begin("c", f"e{n}", 1)
+                await s.complete(decision.dedupe_key)
+            clock.advance(1)
+        assert len(memory) <= 111
+        assert await sqlite_store.count() <= 111
+
+
+@pytest.mark.parametrize(
+    ("ttl", "retention", "message"),
+    [(0.0, RETENTION, "positive"), (60.0, 10.0, "retention")],
+)
+def test_bad_windows_are_refused(
+    ttl: float, retention: float, message: str, tmp_path: Path
+) -> None:
+    """A retention shorter than the processing TTL, or a zero TTL, is refused."""
+    with pytest.raises(ValueError, match=message):
+        MemoryDedupeStore(processing_ttl_seconds=ttl, retention_seconds=retention)
+    with pytest.raises(ValueError, match=message):
+        SqliteDedupeStore(
+            tmp_path / "x.sqlite3", processing_ttl_seconds=ttl, retention_seconds=retention
+        )
+
+
+# concurrency ---------------------------------------------------------------------------------
+
+
+async def test_hundred_concurrent_begins_process_once(store: Store) -> None:
+    """100 tasks begin() the same key at once: exactly one gets should_process."""
+    decisions = await asyncio.gather(*(store.begin("c", "same", n + 1) for n in range(100)))
+    assert sum(d.should_process for d in decisions) == 1
+    assert sum(d.http_status == 409 for d in decisions) == 99
+
+
+async def test_two_store_objects_on_one_file(tmp_path: Path) -> None:
+    """Two SqliteDedupeStore objects on one file (two connections) still process once."""
+    path = tmp_path / "shared.sqlite3"
+    async with SqliteDedupeStore(path) as a, SqliteDedupeStore(path) as b:
+        decisions = await asyncio.gather(
+            *(s.begin("c", f"e{n % 10}", 1) for n in range(40) for s in (a, b))
+        )
+    processed = [d.dedupe_key for d in decisions if d.should_process]
+    assert sorted(processed) == sorted(f"c:e{n}" for n in range(10))
+
+
+_CHILD = textwrap.dedent(
+    """
+    import asyncio, json, sys
+    from connector_sdk import SqliteDedupeStore
+
+    async def main() -> None:
+        print("ready", flush=True)
+        sys.stdin.readline()  # wait until both processes are started
+        store = SqliteDedupeStore(sys.argv[1])
+        won = []
+        order = range(int(sys.argv[2]))
+        # Opposite orders: the two processes meet in the middle and race for the same keys.
+        for n in (reversed(order) if sys.argv[3] == "desc" else order):
+            decision = await store.begin("conn", f"evt_{n}", 1)
+            if decision.should_process:
+                won.append(decision.dedupe_key)
+        await store.aclose()
+        print(json.dumps(won), flush=True)
+
+    asyncio.run(main())
+    """
+)
+
+
+def test_two_processes_process_each_event_once(tmp_path: Path) -> None:
+    """Two OS processes begin() the same 200 keys on one file: each key is processed once."""
+    path = tmp_path / "two-processes.sqlite3"
+    keys = 200
+    children = [
+        subprocess.Popen(
+            [sys.executable, "-c", _CHILD, str(path), str(keys), order],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for order in ("asc", "desc")
+    ]
+    try:
+        for child in children:
+            assert child.stdout is not None
+            assert child.stdout.readline().strip() == "ready"
+        for child in children:
+            assert child.stdin is not None
+            child.stdin.write("go\n")
+            child.stdin.flush()
+        outputs = [child.communicate(timeout=30) for child in children]
+    finally:
+        for child in children:
+            if child.poll() is None:
+                child.kill()
+                child.wait(timeout=5)
+    won = []
+    for (out, err), child in zip(outputs, children, strict=True):
+        assert child.returncode == 0, err
+        won.append(set(json.loads(out.strip().splitlines()[-1])))
+    assert won[0].isdisjoint(won[1])
+    assert won[0] | won[1] == {f"conn:evt_{n}" for n in range(keys)}
+
+
+# import ------------------------------------------------------------------------------------
+
+
+SAMPLE = {
+    "records": {
+        "conn_1:evt_done": {
+            "dedupe_key": "conn_1:evt_done",
+            "connection_id": "conn_1",
+            "event_id": "evt_done",
+            "status": "completed",
+            "first_seen_at": "2026-06-01T08:00:00Z",
+            "updated_at": "2026-06-01T08:00:02.500000+00:00",
+            "delivery_attempts": 2,
+            "message_id": "host-msg-1",
+            "last_error": None,
+        },
+        "conn_1:evt_failed": {
+            "dedupe_key": "conn_1:evt_failed",
+            "connection_id": "conn_1",
+            "event_id": "evt_failed",
+            "status": "failed",
+            "first_seen_at": "2026-06-01T09:00:00Z",
+            "updated_at": "2026-06-01T09:00:05Z",
+            "delivery_attempts": 1,
+            "message_id": None,
+            "last_error": "TimeoutError: model",
+        },
+        "conn_2:evt_stuck": {
+            "dedupe_key": "conn_2:evt_stuck",
+            "connection_id": "conn_2",
+            "event_id": "evt_stuck",
+            "status": "processing",
+            "first_seen_at": "2026-06-01T10:00:00",
+            "updated_at": "2026-06-01T10:00:00",
+            "delivery_attempts": 3,
+            "message_id": None,
+            "last_error": None,
+        },
+    }
+}
+SAMPLE_NOW = datetime(2026, 6, 2, tzinfo=UTC).timestamp()
+
+
+async def _imported(tmp_path: Path, document: object) -> tuple[SqliteDedupeStore, int]:
+    source = tmp_path / "message_dedupe.json"
+    source.write_text(json.dumps(document), encoding="utf-8")
+    store = SqliteDedupeStore(tmp_path / "imported.sqlite3", now=lambda: SAMPLE_NOW)
+    return store, await store.import_json(source)
+
+
+async def test_import_message_dedupe_json(tmp_path: Path) -> None:
+    """Every record of an existing host's file is imported with its fields and times."""
+    store, written = await _imported(tmp_path, SAMPLE)
+    try:
+        assert written == 3
+        done = await store.get("conn_1:evt_done")
+        assert done is not None
+        assert (done.status, done.delivery_attempts, done.message_id) == (
+            "completed",
+            2,
+            "host-msg-1",
+        )
+        assert done.first_seen_at == datetime(2026, 6, 1, 8, 0, 0, tzinfo=UTC)
+        assert done.updated_at == datetime(2026, 6, 1, 8, 0, 2, 500000, tzinfo=UTC)
+        failed = await store.get("conn_1:evt_failed")
+        assert failed is not None
+        assert failed.last_error == "TimeoutError: model"
+    finally:
+        await store.aclose()
+
+
+async def test_imported_records_follow_the_rules(tmp_path: Path) -> None:
+    """After import: completed is a duplicate, failed and stale processing are processed again."""
+    store, _ = await _imported(tmp_path, SAMPLE)
+    try:
+        assert not (await store.begin("conn_1", "evt_done", 3)).should_process
+        retried = await store.begin("conn_1", "evt_failed", 2)
+        assert (retried.should_process, retried.record.delivery_attempts) == (True, 2)
+        stuck = await store.begin("conn_2", "evt_stuck", 1)
+        assert (stuck.should_process, stuck.record.delivery_attempts) == (True, 4)
+    finally:
+        await store.aclose()
+
+
+async def test_import_twice_changes_nothing(tmp_path: Path) -> None:
+    """Importing the same file again writes nothing and keeps newer local state."""
+    store, _ = await _imported(tmp_path, SAMPLE)
+    try:
+        decision = await store.begin("conn_1", "evt_failed", 2)
+        await store.complete(decision.dedupe_key, "local")
+        assert await store.import_json(tmp_path / "message_dedupe.json") == 0
+        record = await store.get("conn_1:evt_failed")
+        assert record is not None
+        assert (record.status, record.message_id) == ("completed", "local")
+    finally:
+        await store.aclose()
+
+
+@pytest.mark.parametrize(
+    "document",
+    [
+        "not json at all",
+        {"records": {"k": {"connection_id": "c", "event_id": "e", "status": "weird"}}},
+        {
+            "records": {
+                "k": {
+                    "connection_id": "c",
+                    "event_id": "e",
+                    "status": "completed",
+                    "updated_at": "last tuesday",
+                }
+            }
+        },
+        {"nothing": {}},
+    ],
+    ids=["not-json", "bad-status", "bad-time", "no-records"],
+)
+async def test_import_of_a_bad_file(tmp_path: Path, document: object) -> None:
+    """A file that is not a dedupe file raises DedupeImportError naming the path."""
+    source = tmp_path / "message_dedupe.json"
+    source.write_text(document if isinstance(document, str) else json.dumps(document))
+    async with SqliteDedupeStore(tmp_path / "x.sqlite3") as store:
+        with pytest.raises(DedupeImportError, match=r"message_dedupe\.json"):
+            await store.import_json(source)
+
+
+async def test_import_of_a_missing_file(tmp_path: Path) -> None:
+    """A missing file raises DedupeImportError, not OSError."""
+    async with SqliteDedupeStore(tmp_path / "x.sqlite3") as store:
+        with pytest.raises(DedupeImportError):
+            await store.import_json(tmp_path / "absent.json")
+
+
+async def test_database_errors_are_typed(tmp_path: Path) -> None:
+    """A path that cannot hold a database raises DedupeError, not OSError or sqlite3.Error."""
+    (tmp_path / "a-file").write_text("")
+    store = SqliteDedupeStore(tmp_path / "a-file" / "db.sqlite3")
+    with pytest.raises(DedupeError, match="a-file"):
+        await store.begin("c", "e", 1)
+    (tmp_path / "not-a-db.sqlite3").write_bytes(b"this is not a database file" * 100)
+    with pytest.raises(DedupeError, match="not-a-db"):
+        await SqliteDedupeStore(tmp_path / "not-a-db.sqlite3").begin("c", "e", 1)
+
+
+async def test_records_are_snapshots(clock: FakeClock) -> None:
+    """A record returned earlier does not change when the store moves on."""
+    store = MemoryDedupeStore(now=clock)
+    first = await store.begin("c", "e", 1)
+    await store.complete(first.dedupe_key, "m")
+    assert first.record.status == "processing"
