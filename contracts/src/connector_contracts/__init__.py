@@ -1,8 +1,7 @@
 """Wire types of the connector contract (CONTRACT.md), shared by the sidecar and the SDK."""
 
-from importlib.metadata import PackageNotFoundError, version
-
 from connector_contracts._base import Wire, format_timestamp, parse_timestamp, utc_now
+from connector_contracts._version import __version__
 from connector_contracts.codec import decode, encode
 from connector_contracts.models import (
     TERMINAL_SESSION_STATUSES,
@@ -43,11 +42,6 @@ from connector_contracts.models import (
     VerifyCodeRequest,
 )
 from connector_contracts.openapi import build_openapi
-
-try:
-    __version__ = version("connector-contracts")
-except PackageNotFoundError:  # pragma: no cover - running from a source tree without install
-    __version__ = "0.0.0"
 
 __all__ = [
     "TERMINAL_SESSION_STATUSES",

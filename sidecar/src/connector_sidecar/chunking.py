@@ -1,8 +1,9 @@
 """Split long content into chunks within a vendor's limit (CONTRACT §4).
 
 Rules, in order of preference: break after a blank line (paragraph), else after a line, else
-after whitespace, else hard at the limit. Never break inside a fenced code block (``` or ~~~)
-unless that block alone does not fit in one chunk; then break between its lines.
+after whitespace, else hard at the limit. A line that fits in a chunk of its own is never cut,
+even if that makes the chunk before it short. Never break inside a fenced code block (``` or
+~~~) unless that block alone does not fit in one chunk; then break between its lines.
 
 Chunks concatenate back to the exact original text. Whitespace-only tails are folded into the
 previous chunk where that stays within the limit, so no chunk is blank.
@@ -30,7 +31,9 @@ def _break_points(text: str) -> dict[int, int]:
         match = _FENCE.match(line)
         if in_fence is None:
             if match:
-                in_fence = match.group(1)[0] * 3
+                # The whole run: a closing fence must be at least as long (CommonMark), so a
+                # ``` line inside a ```` block is code, not the block's end.
+                in_fence = match.group(1)
             else:
                 for i, ch in enumerate(line[:-1] if line.endswith("\n") else line):
                     if ch in " \t":
@@ -65,7 +68,7 @@ def split_text(text: str, limit: int) -> list[str]:
     chunks: list[str] = []
     start = 0
     while len(text) - start > limit:
-        end = _best_break(points, start, start + limit)
+        end = _best_break(points, start, start + limit, len(text))
         chunks.append(text[start:end])
         start = end
     tail = text[start:]
@@ -77,21 +80,31 @@ def split_text(text: str, limit: int) -> list[str]:
     return chunks
 
 
-def _best_break(points: dict[int, int], start: int, hard_end: int) -> int:
+def _best_break(points: dict[int, int], start: int, hard_end: int, text_end: int) -> int:
     """Where the chunk starting at ``start`` should end (at most ``hard_end``).
 
-    Prefer the best boundary in the second half of the window, so chunks stay large; else any
-    boundary outside a code fence; else a line inside an oversized fence; else the hard limit.
+    A paragraph or line boundary in the second half of the window, so chunks stay large. Else
+    the last such boundary in the first half, when the line after it fits in the next chunk:
+    cutting that line would go against CONTRACT §4 for no gain. Else a space (second half
+    first), then that early boundary anyway, then a line inside an oversized code fence, else
+    the hard limit.
     """
-    middle = start + (hard_end - start) // 2
-    for wanted in (_PARAGRAPH, _LINE, _SPACE):
-        for pos in range(hard_end, middle, -1):
+    limit = hard_end - start
+    middle = start + limit // 2
+
+    def last(wanted: int, low: int, high: int = hard_end) -> int | None:
+        for pos in range(high, low, -1):
             if points.get(pos, -1) >= wanted:
                 return pos
-    early = [(points[p], p) for p in range(start + 1, middle + 1) if points.get(p, -1) >= _SPACE]
+        return None
+
+    found = last(_PARAGRAPH, middle) or last(_LINE, middle)
+    if found:
+        return found
+    early = last(_PARAGRAPH, start) or last(_LINE, start)
     if early:
-        return max(early)[1]
-    for pos in range(hard_end, start, -1):
-        if pos in points:
-            return pos
-    return hard_end
+        reach = early + limit
+        if reach >= text_end or last(_LINE, hard_end, reach) is not None:
+            return early
+    found = last(_SPACE, middle) or last(_SPACE, start) or early or last(_IN_FENCE_LINE, start)
+    return found or hard_end

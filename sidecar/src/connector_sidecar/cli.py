@@ -41,6 +41,13 @@ def main(argv: list[str] | None = None) -> None:
     if args.command == "check-config":
         print("configuration ok")
         return
+    from connector_sidecar.store.db import DatabaseLockedError, check_unlocked
+
+    try:
+        check_unlocked(settings.database_path)
+    except DatabaseLockedError as exc:
+        print(f"connector-sidecar: {exc}", file=sys.stderr)
+        raise SystemExit(1) from None
     raise SystemExit(serve(settings))
 
 

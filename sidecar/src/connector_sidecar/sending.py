@@ -13,17 +13,19 @@ import asyncio
 import dataclasses
 import hashlib
 import logging
+import math
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
+import msgspec
 from tenacity import (
     AsyncRetrying,
     RetryCallState,
     retry_if_exception_type,
     stop_after_attempt,
-    stop_after_delay,
+    stop_before_delay,
 )
-from tenacity.wait import wait_base, wait_exponential_jitter
+from tenacity.wait import wait_base, wait_exponential, wait_random
 
 from connector_contracts import SendRequest, SendResult
 from connector_sidecar.chunking import split_text
@@ -40,7 +42,7 @@ from connector_sidecar.runtime import Runtime
 from connector_sidecar.store import ConnectionRecord, EnqueueResult, LedgerEntry
 from connector_sidecar.store.ledger import fingerprint_of
 
-__all__ = ["MAX_DEFERRED_PER_PEER", "SendOutcome", "Sender", "vendor_key"]
+__all__ = ["MAX_DEFERRED_PER_PEER", "SendOutcome", "Sender", "chunks_for", "vendor_key"]
 
 log = logging.getLogger(__name__)
 
@@ -70,7 +72,9 @@ class _WaitRetryAfter(wait_base):
     """Exponential backoff with jitter, but never shorter than a vendor's Retry-After."""
 
     def __init__(self) -> None:
-        self._backoff = wait_exponential_jitter(initial=0.5, max=8.0, jitter=0.5)
+        # wait_exponential + wait_random rather than wait_exponential_jitter, whose ``initial``
+        # is deprecated in tenacity 9 and whose ``multiplier`` does not exist in 8.3.
+        self._backoff = wait_exponential(multiplier=0.5, max=8.0) + wait_random(0, 0.5)
 
     def __call__(self, retry_state: RetryCallState) -> float:
         delay = float(self._backoff(retry_state))
@@ -114,6 +118,13 @@ def _result(
     )
 
 
+def chunks_for(driver: Driver, request: SendRequest) -> list[str]:
+    """The chunks of one send, the same on every attempt. A whitespace-only chunk (a long run of
+    blank lines) is left out: vendors refuse blank messages, and chat clients trim them anyway."""
+    text = driver.prepare_text(request.content, request.message_type)
+    return [chunk for chunk in split_text(text, driver.chunk_limit) if chunk.strip()]
+
+
 def rejected_problem(entry: LedgerEntry) -> ApiProblem:
     return ApiProblem(
         502,
@@ -130,7 +141,7 @@ class Sender:
         self.settings = runtime.settings
         self._sleep = sleep
         self._inflight: dict[str, tuple[str, asyncio.Future[SendOutcome]]] = {}
-        self._peer_locks: dict[tuple[str, str], asyncio.Lock] = {}
+        self._peer_locks: dict[tuple[str, str], tuple[asyncio.Lock, int]] = {}
         runtime.on_inbound(self._on_inbound)
 
     # -- POST /send -------------------------------------------------------------------------------
@@ -161,17 +172,25 @@ class Sender:
                     headers={"Retry-After": str(IN_PROGRESS_RETRY_AFTER)},
                     request_id=request.request_id,
                 ) from None
+            # SendResult is a msgspec Struct: msgspec.structs.replace, not dataclasses.replace.
             return dataclasses.replace(
-                outcome, result=dataclasses.replace(outcome.result, duplicate=True)
+                outcome, result=msgspec.structs.replace(outcome.result, duplicate=True)
             )
 
         future: asyncio.Future[SendOutcome] = asyncio.ensure_future(
             self._execute(request, fingerprint)
         )
         self._inflight[request.request_id] = (fingerprint, future)
-        future.add_done_callback(lambda _: self._inflight.pop(request.request_id, None))
+        future.add_done_callback(lambda done: self._finished(request.request_id, done))
         # Shield: a host that hangs up does not stop a send half-way; the ledger finishes it.
         return await asyncio.shield(future)
+
+    def _finished(self, request_id: str, future: asyncio.Future[SendOutcome]) -> None:
+        self._inflight.pop(request_id, None)
+        # Mark a failure as seen: if the host hung up, nobody else awaits this future, and
+        # asyncio would log "exception was never retrieved" for an ordinary 4xx/5xx answer.
+        if not future.cancelled():
+            future.exception()
 
     async def get(self, request_id: str) -> SendOutcome:
         entry = await self.store.db.run(self.store.ledger.get, request_id)
@@ -211,9 +230,7 @@ class Sender:
                 f"connector {connection.kind!r} is not enabled",
                 request_id=request.request_id,
             )
-        chunks = split_text(
-            driver.prepare_text(request.content, request.message_type), driver.chunk_limit
-        )
+        chunks = chunks_for(driver, request)
         if not chunks:
             raise ApiProblem(
                 422,
@@ -282,7 +299,7 @@ class Sender:
                     "provider_unavailable",
                     f"the vendor did not accept chunk {index + 1} of {len(chunks)}: {exc}; "
                     "retry with the same requestId to continue",
-                    headers={"Retry-After": str(UNAVAILABLE_RETRY_AFTER)},
+                    headers={"Retry-After": str(_retry_after(exc))},
                     request_id=request.request_id,
                 ) from None
             entry = await self.store.db.transaction(
@@ -296,8 +313,10 @@ class Sender:
     ) -> str:
         retrying = AsyncRetrying(
             retry=retry_if_exception_type(TransientSendError),
+            # stop_before_delay, not stop_after_delay: never sleep past the budget (a vendor's
+            # long Retry-After ends the retries instead of holding the host's request open).
             stop=stop_after_attempt(self.settings.send_retry_attempts)
-            | stop_after_delay(self.settings.send_retry_max_seconds),
+            | stop_before_delay(self.settings.send_retry_max_seconds),
             wait=_WaitRetryAfter(),
             sleep=self._sleep,
             reraise=True,
@@ -369,35 +388,46 @@ class Sender:
 
     async def flush_deferred(self, connection_id: str, peer_id: str) -> int:
         """Send what waited for this peer, oldest first; stop at the first that defers again."""
-        lock = self._peer_locks.setdefault((connection_id, peer_id), asyncio.Lock())
+        key = (connection_id, peer_id)
+        lock, users = self._peer_locks.get(key) or (asyncio.Lock(), 0)
+        # Count the users of the lock: dropping it while a waiter is about to acquire it would
+        # let a newcomer create a second lock and flush the same sends in parallel (twice).
+        self._peer_locks[key] = (lock, users + 1)
+        try:
+            async with lock:
+                return await self._flush_locked(connection_id, peer_id)
+        finally:
+            lock, users = self._peer_locks[key]
+            if users <= 1:
+                del self._peer_locks[key]
+            else:
+                self._peer_locks[key] = (lock, users - 1)
+
+    async def _flush_locked(self, connection_id: str, peer_id: str) -> int:
         sent = 0
-        async with lock:
-            entries = await self.store.db.run(
-                self.store.ledger.deferred_for, connection_id, peer_id
-            )
-            for entry in entries:
-                connection = await self.store.db.run(self.store.connections.get, connection_id)
-                if connection is None or connection.status != "connected":
+        entries = await self.store.db.run(self.store.ledger.deferred_for, connection_id, peer_id)
+        for listed in entries:
+            # Re-read: a newer deferred send may have dropped this one meanwhile.
+            entry = await self.store.db.run(self.store.ledger.get, listed.request_id)
+            if entry is None or entry.status != "deferred":
+                continue
+            connection = await self.store.db.run(self.store.connections.get, connection_id)
+            if connection is None or connection.status != "connected":
+                break
+            driver = self.runtime.drivers.get(connection.kind)
+            if driver is None:
+                break
+            chunks = chunks_for(driver, entry.request)
+            try:
+                outcome = await self._deliver(entry, connection, driver, chunks)
+            except ApiProblem as problem:
+                log.warning("deferred send %s failed: %s", entry.request_id, problem.detail)
+                if problem.code != "provider_rejected":
                     break
-                driver = self.runtime.drivers.get(connection.kind)
-                if driver is None:
-                    break
-                request = entry.request
-                chunks = split_text(
-                    driver.prepare_text(request.content, request.message_type), driver.chunk_limit
-                )
-                try:
-                    outcome = await self._deliver(entry, connection, driver, chunks)
-                except ApiProblem as problem:
-                    log.warning("deferred send %s failed: %s", entry.request_id, problem.detail)
-                    if problem.code != "provider_rejected":
-                        break
-                    continue
-                if outcome.result.status != "sent":
-                    break
-                sent += 1
-        if not lock.locked():
-            self._peer_locks.pop((connection_id, peer_id), None)
+                continue
+            if outcome.result.status != "sent":
+                break
+            sent += 1
         return sent
 
     # -- housekeeping -----------------------------------------------------------------------------
@@ -415,6 +445,13 @@ class Sender:
                 expired,
                 purged,
             )
+
+
+def _retry_after(exc: TransientSendError) -> int:
+    """Seconds a host should wait: ours, or the vendor's when it asked for longer."""
+    if exc.retry_after is None:
+        return UNAVAILABLE_RETRY_AFTER
+    return max(UNAVAILABLE_RETRY_AFTER, math.ceil(min(exc.retry_after, 3600.0)))
 
 
 def _conflict(request_id: str) -> ApiProblem:

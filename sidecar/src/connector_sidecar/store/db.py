@@ -26,7 +26,7 @@ from typing import Any, ParamSpec, TypeVar
 
 from connector_sidecar.store.migrations import MIGRATIONS
 
-__all__ = ["Database", "DatabaseLockedError"]
+__all__ = ["Database", "DatabaseLockedError", "check_unlocked"]
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -106,14 +106,18 @@ class Database:
 
     def _connect(self) -> None:
         conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
-        conn.row_factory = sqlite3.Row
-        conn.execute("PRAGMA journal_mode=WAL")
-        conn.execute("PRAGMA synchronous=FULL")
-        conn.execute("PRAGMA foreign_keys=ON")
-        conn.execute("PRAGMA busy_timeout=5000")
-        with contextlib.suppress(OSError):
-            os.chmod(self.path, 0o600)
-        _migrate(conn)
+        try:
+            conn.row_factory = sqlite3.Row
+            conn.execute("PRAGMA journal_mode=WAL")
+            conn.execute("PRAGMA synchronous=FULL")
+            conn.execute("PRAGMA foreign_keys=ON")
+            conn.execute("PRAGMA busy_timeout=5000")
+            with contextlib.suppress(OSError):
+                os.chmod(self.path, 0o600)
+            _migrate(conn)
+        except BaseException:
+            conn.close()  # a refused schema must not leave the file open
+            raise
         self._conn = conn
 
     def _disconnect(self) -> None:
@@ -139,6 +143,19 @@ class Database:
         if self._lock_fd is not None:
             os.close(self._lock_fd)
             self._lock_fd = None
+
+
+def check_unlocked(path: Path) -> None:
+    """Raise :class:`DatabaseLockedError` if another process owns the database at ``path``.
+
+    A check before serving, so the CLI can refuse in one line instead of a start-up traceback;
+    :meth:`Database.open` still takes the lock for real.
+    """
+    if not path.parent.is_dir():
+        return
+    probe = Database(path)
+    probe._take_lock()
+    probe._release_lock()
 
 
 def _migrate(conn: sqlite3.Connection) -> None:

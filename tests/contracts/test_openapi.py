@@ -1,0 +1,104 @@
+"""The OpenAPI document generated from the contract types."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from openapi_spec_validator import validate
+
+from connector_contracts import build_openapi
+from connector_contracts.openapi import ROUTES
+
+
+def _refs(node: Any) -> set[str]:
+    if isinstance(node, dict):
+        found = {node["$ref"]} if isinstance(node.get("$ref"), str) else set()
+        for value in node.values():
+            found |= _refs(value)
+        return found
+    if isinstance(node, list):
+        return set().union(*(_refs(v) for v in node)) if node else set()
+    return set()
+
+
+def test_document_is_valid_openapi_31() -> None:
+    """``build_openapi()`` validates as OpenAPI 3.1 and survives a JSON round trip."""
+    document = build_openapi(server_url="http://127.0.0.1:8787")
+    validate(document)
+    assert document["openapi"] == "3.1.0"
+    assert document["servers"] == [{"url": "http://127.0.0.1:8787"}]
+    assert json.loads(json.dumps(document)) == document
+
+
+def test_every_reference_resolves() -> None:
+    """Every ``$ref`` points at a component schema that exists."""
+    document = build_openapi()
+    schemas = document["components"]["schemas"]
+    for ref in _refs(document):
+        assert ref.startswith("#/components/schemas/"), ref
+        assert ref.rsplit("/", 1)[1] in schemas, ref
+    assert {"BridgeEvent", "HostAnswer", "Problem", "SendRequest", "SendResult"} <= set(schemas)
+
+
+def test_every_contract_route_is_documented() -> None:
+    """Each route of the contract appears with its success status and its error statuses."""
+    paths = build_openapi()["paths"]
+    expected = {
+        ("get", "/connectors"): {"200", "401"},
+        ("post", "/connector-sessions"): {"200", "201", "400", "401", "404", "413", "422"},
+        ("get", "/connector-sessions/{sessionId}"): {"200", "401", "404"},
+        ("post", "/connector-sessions/{sessionId}/cancel"): {"200", "404"},
+        ("post", "/connector-sessions/{sessionId}/verify-code"): {"200", "404", "409"},
+        ("get", "/connections"): {"200"},
+        ("get", "/connections/{connectionId}"): {"200", "404"},
+        ("post", "/connections/{connectionId}/logout"): {"200", "404"},
+        ("post", "/send"): {"200", "202", "404", "409", "422", "502", "503"},
+        ("get", "/send/{requestId}"): {"200", "404"},
+        ("get", "/deliveries"): {"200", "422"},
+        ("get", "/healthz"): {"200"},
+        ("get", "/readyz"): {"200", "503"},
+        ("post", "/sim/connections/{connectionId}/messages"): {"202", "404"},
+        ("post", "/sim/connections/{connectionId}/faults"): {"200", "422"},
+    }
+    for (method, path), statuses in expected.items():
+        responses = paths[path][method]["responses"]
+        assert statuses <= set(responses), (method, path, sorted(responses))
+    assert len({(r.method, r.path) for r in ROUTES}) == len(ROUTES)
+
+
+def test_errors_are_problem_documents_and_public_routes_need_no_token() -> None:
+    """Error responses are ``application/problem+json`` Problems; only public routes drop the bearer."""
+    document = build_openapi()
+    assert document["security"] == [{"bearer": []}]
+    public = set()
+    for path, operations in document["paths"].items():
+        for method, operation in operations.items():
+            if operation.get("security") == []:
+                public.add((method, path))
+            for status, response in operation["responses"].items():
+                if int(status) >= 400:
+                    assert list(response["content"]) == ["application/problem+json"]
+                    schema = response["content"]["application/problem+json"]["schema"]
+                    assert schema == {"$ref": "#/components/schemas/Problem"}
+    assert {p for _, p in public} == {"/healthz", "/readyz", "/webhooks/feishu/{connectionId}"}
+    assert len(
+        {op["operationId"] for ops in document["paths"].values() for op in ops.values()}
+    ) == len(ROUTES)
+
+
+def test_schemas_use_camel_case_names() -> None:
+    """Component schemas carry the wire's camelCase names (the core fields of CONTRACT §4, §5)."""
+    schemas = build_openapi()["components"]["schemas"]
+    assert {"requestId", "connectionId", "target", "content"} <= set(
+        schemas["SendRequest"]["properties"]
+    )
+    assert set(schemas["SendRequest"]["required"]) == {
+        "requestId",
+        "connectionId",
+        "target",
+        "content",
+    }
+    assert {"eventId", "deliveryAttempt", "peerId", "messageId"} <= set(
+        schemas["BridgeEvent"]["properties"]
+    )

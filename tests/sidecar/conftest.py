@@ -1,0 +1,188 @@
+"""In-process sidecar fixtures: the real Starlette app with its lifespan, over httpx's ASGI transport.
+
+``sidecar`` is an app on a fresh data directory with the sim connector only and tiny retry
+settings; ``make_sidecar(**settings)`` starts another with different settings. The retry sleeps of
+the send path are real, so tests that need an internal retry keep the budget small.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import itertools
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from starlette.applications import Starlette
+
+from connector_sidecar import Secret, Settings, create_app
+from connector_sidecar._clock import Clock
+
+TOKEN = "test-token-0123456789"
+AUTH = {"Authorization": f"Bearer {TOKEN}"}
+
+_ids = itertools.count(1)
+
+
+def make_settings(data_dir: Path, **overrides: Any) -> Settings:
+    """Settings for an in-process sidecar: sim only, fast failure paths."""
+    values: dict[str, Any] = {
+        "token": Secret(TOKEN),
+        "data_dir": data_dir,
+        "connectors": ("sim",),
+        "send_retry_attempts": 1,
+        "send_retry_max_seconds": 0.5,
+        "send_wait_seconds": 5.0,
+    }
+    values.update(overrides)
+    return Settings(**values)
+
+
+def send_body(
+    request_id: str,
+    content: str = "hello",
+    *,
+    connection_id: str = "conn_1",
+    peer_id: str = "peer-1",
+    **extra: Any,
+) -> dict[str, Any]:
+    """A ``POST /send`` body shaped like CONTRACT §4's example."""
+    return {
+        "requestId": request_id,
+        "connectionId": connection_id,
+        "channelId": "sim-main",
+        "kind": "sim",
+        "target": {"peerId": peer_id, "peerType": "dm", "threadId": None},
+        "content": content,
+        "metadata": {"inboundMessageId": "in-msg-1", "sessionId": "s1"},
+        **extra,
+    }
+
+
+def paragraphs(count: int, size: int = 1500) -> str:
+    """Text of ``count`` paragraphs of ``size`` characters: one sim chunk (2000) per paragraph."""
+    return "\n\n".join(f"{i}" + "x" * (size - 1) for i in range(count))
+
+
+def assert_problem(response: httpx.Response, status: int, code: str) -> dict[str, Any]:
+    """The response is an RFC 9457 problem document with this status and code."""
+    assert response.status_code == status, response.text
+    assert response.headers["content-type"] == "application/problem+json"
+    body: dict[str, Any] = response.json()
+    assert body["status"] == status
+    assert body["code"] == code
+    assert body["type"] == "about:blank"
+    assert isinstance(body["title"], str)
+    assert body["title"]
+    return body
+
+
+@dataclasses.dataclass
+class Sidecar:
+    """A running in-process sidecar and an authenticated client for it."""
+
+    app: Starlette
+    settings: Settings
+    client: httpx.AsyncClient
+
+    async def pair(
+        self, connection_id: str = "conn_1", channel_id: str = "sim-main", **options: Any
+    ) -> dict[str, Any]:
+        """Pair a sim connection at once (``autoConfirm``); returns the session view."""
+        response = await self.client.post(
+            "/connector-sessions",
+            json={
+                "kind": "sim",
+                "connectionId": connection_id,
+                "channelId": channel_id,
+                "displayName": "Test",
+                "callbackBaseUrl": "",
+                "options": {"autoConfirm": True, **options},
+            },
+        )
+        assert response.status_code == 201, response.text
+        view: dict[str, Any] = response.json()
+        assert view["status"] == "connected", view
+        return view
+
+    async def inbound(
+        self, connection_id: str = "conn_1", content: str = "hi", **fields: Any
+    ) -> httpx.Response:
+        fields.setdefault("peerId", "peer-1")
+        return await self.client.post(
+            f"/sim/connections/{connection_id}/messages", json={"content": content, **fields}
+        )
+
+    async def faults(self, connection_id: str = "conn_1", **faults: Any) -> dict[str, Any]:
+        response = await self.client.post(f"/sim/connections/{connection_id}/faults", json=faults)
+        assert response.status_code == 200, response.text
+        view: dict[str, Any] = response.json()
+        return view
+
+    async def sent(self, connection_id: str = "conn_1") -> list[dict[str, Any]]:
+        response = await self.client.get(f"/sim/connections/{connection_id}/sent")
+        assert response.status_code == 200, response.text
+        items: list[dict[str, Any]] = response.json()["items"]
+        return items
+
+    async def send(self, request_id: str, content: str = "hello", **kwargs: Any) -> httpx.Response:
+        return await self.client.post("/send", json=send_body(request_id, content, **kwargs))
+
+
+class FakeClock:
+    """A clock that moves only when told to (``advance``), for time-window logic."""
+
+    def __init__(self, start: float = 1_780_000_000.0) -> None:
+        self.now = start
+
+    def __call__(self) -> float:
+        return self.now
+
+    def advance(self, seconds: float) -> None:
+        self.now += seconds
+
+
+@contextlib.asynccontextmanager
+async def running_sidecar(settings: Settings, clock: Clock | None = None) -> AsyncIterator[Sidecar]:
+    """Run the app's lifespan and yield a client bound to it; stop it on exit."""
+    app = create_app(settings) if clock is None else create_app(settings, clock=clock)
+    async with (
+        app.router.lifespan_context(app),
+        httpx.AsyncClient(
+            transport=httpx.ASGITransport(app=app), base_url="http://sidecar", headers=AUTH
+        ) as client,
+    ):
+        yield Sidecar(app=app, settings=settings, client=client)
+
+
+SidecarFactory = Callable[..., contextlib.AbstractAsyncContextManager[Sidecar]]
+
+
+@pytest.fixture
+def make_sidecar(tmp_path: Path) -> SidecarFactory:
+    """Start a sidecar with settings overrides; each call gets its own data directory."""
+
+    def make(
+        *, clock: Clock | None = None, **overrides: Any
+    ) -> contextlib.AbstractAsyncContextManager[Sidecar]:
+        overrides.setdefault("data_dir", tmp_path / f"data{next(_ids)}")
+        return running_sidecar(make_settings(**overrides), clock)
+
+    return make
+
+
+@pytest.fixture
+async def sidecar(make_sidecar: SidecarFactory) -> AsyncIterator[Sidecar]:
+    """A running sidecar with the sim connector and nothing paired yet."""
+    async with make_sidecar() as running:
+        yield running
+
+
+@pytest.fixture
+async def paired(sidecar: Sidecar) -> Sidecar:
+    """The ``sidecar`` with sim connection ``conn_1`` connected."""
+    await sidecar.pair("conn_1")
+    return sidecar

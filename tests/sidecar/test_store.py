@@ -1,0 +1,154 @@
+"""The embedded SQLite store: migrations, the data-directory lock, and concurrent writers."""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from connector_sidecar import create_app
+from connector_sidecar.store import Database, DatabaseLockedError
+from connector_sidecar.store.migrations import MIGRATIONS
+
+from .conftest import SidecarFactory, make_settings
+
+pytestmark = pytest.mark.anyio
+
+
+def user_version(path: Path) -> int:
+    with sqlite3.connect(path) as conn:
+        version: int = conn.execute("PRAGMA user_version").fetchone()[0]
+    return version
+
+
+async def test_migrations_are_applied_once(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A new database gets every migration (user_version = their count); reopening applies none."""
+    path = tmp_path / "db" / "sidecar.sqlite3"
+    caplog.set_level("INFO", logger="connector_sidecar.store.db")
+    db = Database(path)
+    await db.open()
+    await db.close()
+    assert user_version(path) == len(MIGRATIONS) >= 1
+    applied = [r for r in caplog.records if "applying database migration" in r.getMessage()]
+    assert len(applied) == len(MIGRATIONS)
+
+    caplog.clear()
+    db = Database(path)
+    await db.open()
+    tables = await db.run(
+        lambda c: {r[0] for r in c.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+    )
+    await db.close()
+    assert not [r for r in caplog.records if "applying database migration" in r.getMessage()]
+    assert {"connections", "sessions", "outbox", "send_ledger", "connection_state"} <= tables
+    assert user_version(path) == len(MIGRATIONS)
+
+
+async def test_a_newer_schema_is_refused(tmp_path: Path) -> None:
+    """A database written by a newer sidecar (higher user_version) is refused, not downgraded."""
+    path = tmp_path / "sidecar.sqlite3"
+    with sqlite3.connect(path) as conn:
+        conn.execute(f"PRAGMA user_version = {len(MIGRATIONS) + 1}")
+    db = Database(path)
+    with pytest.raises(RuntimeError, match="newer"):
+        await db.open()
+    assert not db.is_open
+    # The lock was released: a later open of a good database in the same directory works.
+    path.unlink()
+    await db.open()
+    await db.close()
+
+
+async def test_second_database_on_the_same_path_is_refused(tmp_path: Path) -> None:
+    """A second opener of one data directory gets DatabaseLockedError until the first closes."""
+    path = tmp_path / "sidecar.sqlite3"
+    first = Database(path)
+    await first.open()
+    second = Database(path)
+    with pytest.raises(DatabaseLockedError, match="already"):
+        await second.open()
+    assert not second.is_open
+    await first.close()
+    await second.open()
+    assert await second.run(lambda c: c.execute("SELECT 1").fetchone()[0]) == 1
+    await second.close()
+
+
+async def test_second_sidecar_on_the_same_data_dir_refuses_to_start(
+    make_sidecar: SidecarFactory, tmp_path: Path
+) -> None:
+    """A second app on a data directory in use fails its start-up with DatabaseLockedError."""
+    data_dir = tmp_path / "shared"
+    async with make_sidecar(data_dir=data_dir) as first:
+        second = create_app(make_settings(data_dir))
+        with pytest.raises(DatabaseLockedError):
+            async with second.router.lifespan_context(second):
+                pass
+        assert (await first.client.get("/healthz")).status_code == 200
+
+
+async def test_concurrent_writes_never_see_database_is_locked(tmp_path: Path) -> None:
+    """200 concurrent write transactions from many tasks all commit; none sees "database is locked"."""
+    db = Database(tmp_path / "sidecar.sqlite3")
+    await db.open()
+    try:
+
+        def write(conn: Any, i: int) -> None:
+            conn.execute(
+                "INSERT INTO connection_state (connection_id, key, value, updated_at)"
+                " VALUES ('c', ?, ?, 0)",
+                (f"k{i}", str(i)),
+            )
+
+        await asyncio.gather(*(db.transaction(write, i) for i in range(200)))
+        count = await db.run(
+            lambda c: c.execute("SELECT COUNT(*) FROM connection_state").fetchone()[0]
+        )
+        assert count == 200
+    finally:
+        await db.close()
+
+
+async def test_a_failed_transaction_rolls_back(tmp_path: Path) -> None:
+    """An exception inside a transaction rolls back its writes and leaves the database usable."""
+    db = Database(tmp_path / "sidecar.sqlite3")
+    await db.open()
+    try:
+
+        def fail(conn: Any) -> None:
+            conn.execute(
+                "INSERT INTO connection_state (connection_id, key, value, updated_at) VALUES ('c', 'k', 'v', 0)"
+            )
+            raise ValueError("boom")
+
+        with pytest.raises(ValueError, match="boom"):
+            await db.transaction(fail)
+        count = await db.run(
+            lambda c: c.execute("SELECT COUNT(*) FROM connection_state").fetchone()[0]
+        )
+        assert count == 0
+    finally:
+        await db.close()
+
+
+async def test_concurrent_traffic_through_the_api(make_sidecar: SidecarFactory) -> None:
+    """Inbound messages, sends and reads on several connections at once all succeed."""
+    async with make_sidecar() as sidecar:
+        for n in range(4):
+            await sidecar.pair(f"conn_{n}")
+        calls = []
+        for n in range(4):
+            for i in range(15):
+                calls.append(sidecar.inbound(f"conn_{n}", content=f"m{i}", messageId=f"m{n}-{i}"))
+                calls.append(sidecar.send(f"out_{n}_{i}", f"reply {i}", connection_id=f"conn_{n}"))
+                calls.append(sidecar.client.get("/connections"))
+        responses = await asyncio.gather(*calls)
+        assert {r.status_code for r in responses} <= {200, 202}
+        deliveries = (await sidecar.client.get("/deliveries", params={"limit": "500"})).json()
+        assert len(deliveries["items"]) == 60
+        assert sum([len(await sidecar.sent(f"conn_{n}")) for n in range(4)]) == 60
