@@ -19,6 +19,7 @@ class Route(msgspec.Struct, frozen=True, kw_only=True):
     response: type[Any] | None
     status: int = 200
     request: type[Any] | None = None
+    body_optional: bool = False  # routes whose body is ``{}`` and may be left out
     errors: tuple[int, ...] = ()
     public: bool = False
     list_of: bool = False
@@ -77,6 +78,7 @@ ROUTES: tuple[Route, ...] = (
         summary="Cancel a pairing session",
         tag="sessions",
         request=m.CancelSessionRequest,
+        body_optional=True,
         response=m.ConnectorSessionView,
         errors=(404,),
     ),
@@ -110,6 +112,7 @@ ROUTES: tuple[Route, ...] = (
         summary="Log out and forget credentials",
         tag="connections",
         request=m.LogoutRequest,
+        body_optional=True,
         response=m.LogoutResult,
         errors=(404,),
     ),
@@ -168,6 +171,7 @@ ROUTES: tuple[Route, ...] = (
         summary="Sim: confirm a pairing",
         tag="sim",
         request=m.SimScanRequest,
+        body_optional=True,
         response=m.ConnectorSessionView,
         errors=(404, 409),
     ),
@@ -205,7 +209,7 @@ ROUTES: tuple[Route, ...] = (
         tag="webhooks",
         response=None,
         public=True,
-        errors=(400, 401, 404),
+        errors=(400, 401, 404, 413, 503),
     ),
 )
 
@@ -268,7 +272,10 @@ def build_openapi(*, version: str = "1.0.0", server_url: str | None = None) -> d
         if params:
             op["parameters"] = params
         if route.request is not None:
-            op["requestBody"] = {"required": True, "content": _json(_ref(route.request))}
+            op["requestBody"] = {
+                "required": not route.body_optional,
+                "content": _json(_ref(route.request)),
+            }
         responses: dict[str, Any] = {}
         if route.response is None:
             responses[str(route.status)] = {"description": "Accepted"}
