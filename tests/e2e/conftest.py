@@ -19,7 +19,15 @@ HERE = Path(__file__).parent
 class RecordingHost(ManagedProcess):
     """tests/e2e/recording_host.py as a process; ``records()`` reads what it received."""
 
-    def __init__(self, tmp_path: Path, *, token: str = "bridge-token-123", **faults: float) -> None:
+    def __init__(
+        self,
+        tmp_path: Path,
+        *,
+        token: str = "bridge-token-123",
+        signing_secret: str | None = None,
+        **faults: float,
+    ) -> None:
+        """``faults``: fail_rate, conflict_rate, slow_rate, slow_seconds, conflict_retry_after, seed."""
         self.port = free_port()
         self.token = token
         self.out = tmp_path / "host-events.jsonl"
@@ -32,6 +40,8 @@ class RecordingHost(ManagedProcess):
             str(self.out),
         ]
         argv += ["--token", token]
+        if signing_secret:
+            argv += ["--signing-secret", signing_secret]
         for name, value in faults.items():
             argv += [f"--{name.replace('_', '-')}", str(value)]
         super().__init__(
@@ -58,9 +68,13 @@ class RecordingHost(ManagedProcess):
         ).raise_for_status()
 
     def records(self) -> list[dict[str, Any]]:
+        """Every attempt the host answered, in the order it answered them."""
         if not self.out.exists():
             return []
-        return [json.loads(line) for line in self.out.read_text().splitlines() if line.strip()]
+        text = self.out.read_text()
+        if not text.endswith("\n"):
+            text = text[: text.rfind("\n") + 1]  # a line being written right now: not yet
+        return [json.loads(line) for line in text.splitlines() if line.strip()]
 
     def accepted(self) -> list[dict[str, Any]]:
         return [r["event"] for r in self.records() if r["accepted"]]

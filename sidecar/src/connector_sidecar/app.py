@@ -24,6 +24,7 @@ from connector_sidecar._secret import Secret
 from connector_sidecar.api import connections, connectors, deliveries, health, send, sessions
 from connector_sidecar.api._common import Services
 from connector_sidecar.config import Settings
+from connector_sidecar.delivery import DeliveryWorker
 from connector_sidecar.drivers import DRIVER_CLASSES
 from connector_sidecar.problems import ApiProblem, problem_response
 from connector_sidecar.runtime import Runtime
@@ -94,6 +95,10 @@ def create_app(settings: Settings, *, clock: Clock = system_clock) -> Starlette:
     for kind in settings.connectors:
         runtime.add_driver(DRIVER_CLASSES[kind](runtime.ctx))
     svc = Services(settings=settings, store=store, runtime=runtime, sender=Sender(runtime))
+    worker = DeliveryWorker(settings, store, clock=clock)
+    runtime.on_outbox(worker.notify)
+    svc.readiness_checks.append(worker.readiness)
+    svc.extras[deliveries.WORKER_KEY] = worker
 
     driver_routes: list[BaseRoute] = [r for d in runtime.drivers.values() for r in d.routes()]
     routes: list[BaseRoute] = [
@@ -111,6 +116,7 @@ def create_app(settings: Settings, *, clock: Clock = system_clock) -> Starlette:
         await store.db.open()
         try:
             await runtime.start()
+            await worker.start()
             housekeeping = runtime.spawn(_housekeeping(svc), name="housekeeping")
             log.info(
                 "sidecar ready on %s:%d with %s; data in %s",
@@ -122,6 +128,8 @@ def create_app(settings: Settings, *, clock: Clock = system_clock) -> Starlette:
             yield
             housekeeping.cancel()
         finally:
+            # The worker first: a POST it cancels leaves its event pending for the next start.
+            await worker.stop()
             await runtime.stop()
             await store.db.close()
             log.info("sidecar stopped")

@@ -1,17 +1,32 @@
-"""The operator API over the outbox (CONTRACT §6)."""
+"""The operator API over the outbox (CONTRACT §6): list deliveries, replay dead or delivered ones.
+
+A replayed event keeps its place (its ``seq``) in its conversation: it becomes that lane's head
+again, so it goes before any later event of the same conversation that is still pending.
+Attempts restart at 0 and the age limit counts from the replay.
+"""
 
 from __future__ import annotations
+
+import sqlite3
+from collections.abc import Callable
+from typing import TypeVar
 
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from connector_contracts import DeliveryList, ProblemError
-from connector_sidecar.api._common import json_response, services
-from connector_sidecar.problems import ApiProblem
+from connector_contracts import DeliveryList, ProblemError, ReplayRequest, ReplayResult
+from connector_sidecar.api._common import Services, json_response, services
+from connector_sidecar.delivery import DeliveryWorker
+from connector_sidecar.problems import ApiProblem, read_body, read_json
 from connector_sidecar.views import delivery_view
 
-__all__ = ["routes"]
+__all__ = ["WORKER_KEY", "routes"]
+
+WORKER_KEY = "delivery"
+"""Where the app puts its :class:`DeliveryWorker` in ``Services.extras``."""
+
+T = TypeVar("T")
 
 STATUSES = ("pending", "delivered", "dead")
 MAX_LIMIT = 500
@@ -59,4 +74,46 @@ async def list_deliveries(request: Request) -> Response:
     )
 
 
-routes = [Route("/deliveries", list_deliveries, methods=["GET"])]
+async def _requeue(svc: Services, work: Callable[[sqlite3.Connection], T]) -> T:
+    worker = svc.extras.get(WORKER_KEY)
+    if isinstance(worker, DeliveryWorker):
+        return await worker.requeue(work)  # serialised with its claims, then it rescans
+    return await svc.store.db.transaction(work)
+
+
+async def replay_one(request: Request) -> Response:
+    """Re-queue one dead or delivered event; 409 while it is still pending."""
+    svc = services(request)
+    await read_body(request)  # the body is ``{}`` or empty; only its size is checked
+    event_id = request.path_params["event_id"]
+    result = await _requeue(svc, lambda c: svc.store.outbox.replay_one(c, event_id))
+    if result is None:
+        raise ApiProblem(404, "delivery_not_found", f"no outbox event {event_id!r}")
+    before, row = result
+    if before == "pending":
+        raise ApiProblem(
+            409,
+            "delivery_pending",
+            f"event {event_id!r} is pending: it will be delivered without a replay",
+        )
+    return json_response(delivery_view(row))
+
+
+async def replay_many(request: Request) -> Response:
+    """Re-queue every dead (or delivered) event, of one connection or of all."""
+    svc = services(request)
+    body = await read_json(request, ReplayRequest, empty_ok=True)
+    count = await _requeue(
+        svc,
+        lambda c: svc.store.outbox.replay_many(
+            c, status=body.status, connection_id=body.connection_id or None
+        ),
+    )
+    return json_response(ReplayResult(replayed=count))
+
+
+routes = [
+    Route("/deliveries", list_deliveries, methods=["GET"]),
+    Route("/deliveries/replay", replay_many, methods=["POST"]),
+    Route("/deliveries/{event_id}/replay", replay_one, methods=["POST"]),
+]

@@ -2,7 +2,13 @@
 
 Rows are ``pending`` until the delivery worker hands them to the host (``delivered``) or gives up
 (``dead``). ``seq`` is the arrival order; the ``lane`` (connection, peer, thread) is the unit of
-ordering: within a lane, events are delivered strictly in ``seq`` order.
+ordering: within a lane, events are delivered strictly in ``seq`` order. The *head* of a lane is
+its pending event with the lowest ``seq``; only a head is ever sent.
+
+The worker's queries are all index range scans: new pending events by ``(status, seq)``, the head
+of one lane by ``(lane, seq)``. ``attempts`` is incremented in the transaction that claims an
+event, before its POST, so an attempt number is never used twice even across a crash; a replay
+restarts it at 0.
 """
 
 from __future__ import annotations
@@ -20,10 +26,13 @@ from connector_sidecar._clock import Clock, now_ms
 from connector_sidecar.store.connections import ConnectionRecord
 
 __all__ = [
+    "Claim",
     "EnqueueResult",
     "InboundMessage",
+    "LaneHead",
     "Outbox",
     "OutboxRow",
+    "PurgeBatch",
     "event_id_for",
     "lane_for",
 ]
@@ -78,6 +87,37 @@ class OutboxRow:
     delivered_at: int | None
     last_status_code: int | None
     last_error: str | None
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class LaneHead:
+    """A pending event as the worker schedules it: which lane, where in it, when it is due."""
+
+    lane: str
+    seq: int
+    next_attempt_at: int
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class Claim:
+    """What claiming the head of a lane found.
+
+    ``row`` is set when the head was due and is now claimed (``attempts`` already incremented);
+    ``head`` when the lane's head is not due yet; neither when the lane has nothing pending.
+    ``expired`` lists the events dead-lettered on the way for being older than the maximum age.
+    """
+
+    lane: str
+    row: OutboxRow | None = None
+    head: LaneHead | None = None
+    expired: tuple[str, ...] = ()
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class PurgeBatch:
+    deleted: int
+    scanned: int
+    last_seq: int | None
 
 
 def row_to_outbox(row: sqlite3.Row) -> OutboxRow:
@@ -182,3 +222,211 @@ class Outbox:
             (*params, limit),
         )
         return [row_to_outbox(r) for r in rows]
+
+    # -- the delivery worker ----------------------------------------------------------------------
+
+    def pending_since(self, conn: sqlite3.Connection, after_seq: int) -> list[LaneHead]:
+        """Pending events with ``seq > after_seq``, oldest first (new arrivals since a look)."""
+        rows = conn.execute(
+            "SELECT lane, seq, next_attempt_at FROM outbox"
+            " WHERE status = 'pending' AND seq > ? ORDER BY seq",
+            (after_seq,),
+        )
+        return [LaneHead(r[0], r[1], r[2]) for r in rows]
+
+    def lane_heads(self, conn: sqlite3.Connection) -> tuple[list[LaneHead], int]:
+        """The head of every lane with pending events, and the highest ``seq`` in the table.
+
+        One pass over the pending events: run at start and after a replay, not per event.
+        """
+        # SQLite returns the bare columns of the row that holds MIN(seq) in each group.
+        rows = conn.execute(
+            "SELECT lane, MIN(seq), next_attempt_at FROM outbox WHERE status = 'pending' GROUP BY lane"
+        )
+        heads = sorted((LaneHead(r[0], r[1], r[2]) for r in rows), key=lambda h: h.seq)
+        top = conn.execute("SELECT MAX(seq) FROM outbox").fetchone()[0]
+        return heads, int(top or 0)
+
+    def first_pending(self, conn: sqlite3.Connection, lane: str, from_seq: int) -> OutboxRow | None:
+        """The pending event of ``lane`` with the lowest ``seq >= from_seq``."""
+        row = conn.execute(
+            "SELECT * FROM outbox WHERE lane = ? AND seq >= ? AND status = 'pending'"
+            " ORDER BY seq LIMIT 1",
+            (lane, from_seq),
+        ).fetchone()
+        return row_to_outbox(row) if row else None
+
+    def claim(
+        self,
+        conn: sqlite3.Connection,
+        lane: str,
+        from_seq: int,
+        *,
+        now: int,
+        max_age_ms: int | None,
+        force: bool = False,
+    ) -> Claim:
+        """Claim the head of ``lane`` for one POST: count the attempt before it is made.
+
+        ``from_seq`` must not exceed the lane's lowest pending ``seq``. Heads older than
+        ``max_age_ms`` are dead-lettered first (``None``: no age limit now). ``force`` claims
+        the head even when it is not due (the probe of a paused bridge).
+        """
+        expired: list[str] = []
+        while True:
+            row = self.first_pending(conn, lane, from_seq)
+            if row is None:
+                return Claim(lane=lane, expired=tuple(expired))
+            if max_age_ms is not None and now - row.created_at >= max_age_ms:
+                conn.execute(
+                    "UPDATE outbox SET status = 'dead', last_error = ? WHERE seq = ?",
+                    (_expired_error(row, max_age_ms), row.seq),
+                )
+                expired.append(row.event_id)
+                from_seq = row.seq + 1
+                continue
+            if row.next_attempt_at > now and not force:
+                return Claim(
+                    lane=lane,
+                    head=LaneHead(lane, row.seq, row.next_attempt_at),
+                    expired=tuple(expired),
+                )
+            conn.execute("UPDATE outbox SET attempts = attempts + 1 WHERE seq = ?", (row.seq,))
+            claimed = dataclasses.replace(row, attempts=row.attempts + 1)
+            return Claim(lane=lane, row=claimed, expired=tuple(expired))
+
+    def finish(
+        self,
+        conn: sqlite3.Connection,
+        row: OutboxRow,
+        *,
+        status: str,
+        status_code: int | None,
+        error: str | None,
+        next_attempt_at: int | None = None,
+    ) -> LaneHead | None:
+        """Record the answer to one attempt; return the lane's head afterwards.
+
+        ``status`` ``delivered`` or ``dead`` ends the event; ``pending`` reschedules it at
+        ``next_attempt_at`` (it stays the head of its lane).
+        """
+        now = now_ms(self.clock)
+        if status == "delivered":
+            conn.execute(
+                "UPDATE outbox SET status = 'delivered', delivered_at = ?, last_status_code = ?,"
+                " last_error = NULL WHERE seq = ? AND status = 'pending'",
+                (now, status_code, row.seq),
+            )
+        elif status == "dead":
+            conn.execute(
+                "UPDATE outbox SET status = 'dead', last_status_code = ?, last_error = ?"
+                " WHERE seq = ? AND status = 'pending'",
+                (status_code, error, row.seq),
+            )
+        elif status == "pending":
+            conn.execute(
+                "UPDATE outbox SET next_attempt_at = ?, last_status_code = ?, last_error = ?"
+                " WHERE seq = ? AND status = 'pending'",
+                (
+                    next_attempt_at if next_attempt_at is not None else now,
+                    status_code,
+                    error,
+                    row.seq,
+                ),
+            )
+        else:
+            raise ValueError(f"unknown outbox status {status!r}")
+        head = self.first_pending(conn, row.lane, row.seq)
+        return None if head is None else LaneHead(head.lane, head.seq, head.next_attempt_at)
+
+    # -- replay and retention ---------------------------------------------------------------------
+
+    def replay_one(self, conn: sqlite3.Connection, event_id: str) -> tuple[str, OutboxRow] | None:
+        """Re-queue one dead or delivered event; returns its status before and the row now.
+
+        A pending event is left alone (its status before is ``pending``). The event keeps its
+        ``seq``, so it becomes the head of its lane again; attempts restart at 0 and the age
+        limit counts from now (``created_at`` is the time it was queued again).
+        """
+        row = self.get(conn, event_id)
+        if row is None:
+            return None
+        if row.status == "pending":
+            return row.status, row
+        now = now_ms(self.clock)
+        conn.execute(_REQUEUE + " WHERE seq = ?", (now, now, row.seq))
+        after = self.get(conn, event_id)
+        assert after is not None
+        return row.status, after
+
+    def replay_many(
+        self, conn: sqlite3.Connection, *, status: str, connection_id: str | None
+    ) -> int:
+        """Re-queue every ``status`` (dead or delivered) event, of one connection or all."""
+        if status not in ("dead", "delivered"):
+            raise ValueError(f"only dead or delivered events can be replayed, not {status!r}")
+        now = now_ms(self.clock)
+        if connection_id is None:
+            cursor = conn.execute(_REQUEUE + " WHERE status = ?", (now, now, status))
+        else:
+            cursor = conn.execute(
+                _REQUEUE + " WHERE connection_id = ? AND status = ?",
+                (now, now, connection_id, status),
+            )
+        return cursor.rowcount
+
+    def purge_delivered(
+        self, conn: sqlite3.Connection, *, before: int, after_seq: int, limit: int
+    ) -> PurgeBatch:
+        """Delete delivered events older than ``before`` among the next ``limit`` by ``seq``.
+
+        Bounded work per call, so the database thread is never held long; the caller walks on
+        from ``last_seq``.
+        """
+        rows = conn.execute(
+            "SELECT seq, delivered_at FROM outbox WHERE status = 'delivered' AND seq > ?"
+            " ORDER BY seq LIMIT ?",
+            (after_seq, limit),
+        ).fetchall()
+        old = [(r[0],) for r in rows if r[1] is not None and r[1] < before]
+        conn.executemany("DELETE FROM outbox WHERE seq = ?", old)
+        return PurgeBatch(
+            deleted=len(old), scanned=len(rows), last_seq=rows[-1][0] if rows else None
+        )
+
+    def status_counts(
+        self, conn: sqlite3.Connection, connection_id: str | None = None
+    ) -> dict[str, int]:
+        """How many events are pending, delivered and dead (of one connection, or all)."""
+        counts = dict.fromkeys(("pending", "delivered", "dead"), 0)
+        if connection_id is None:
+            rows = conn.execute("SELECT status, COUNT(*) FROM outbox GROUP BY status")
+        else:
+            rows = conn.execute(
+                "SELECT status, COUNT(*) FROM outbox WHERE connection_id = ? GROUP BY status",
+                (connection_id,),
+            )
+        counts.update({r[0]: r[1] for r in rows})
+        return counts
+
+    def delivery_counts(self, conn: sqlite3.Connection) -> dict[str, tuple[int, int]]:
+        """(pending, dead) per connection, reading only the pending and dead index entries."""
+        counts: dict[str, tuple[int, int]] = {}
+        for connection_id, status, count in conn.execute(
+            "SELECT connection_id, status, COUNT(*) FROM outbox"
+            " WHERE status IN ('pending', 'dead') GROUP BY connection_id, status"
+        ):
+            pending, dead = counts.get(connection_id, (0, 0))
+            counts[connection_id] = (count, dead) if status == "pending" else (pending, count)
+        return counts
+
+
+_REQUEUE = (
+    "UPDATE outbox SET status = 'pending', attempts = 0, next_attempt_at = ?, created_at = ?,"
+    " delivered_at = NULL, last_status_code = NULL, last_error = NULL"
+)
+
+
+def _expired_error(row: OutboxRow, max_age_ms: int) -> str:
+    last = f"; last answer: {row.last_error}" if row.last_error else ""
+    return f"not delivered within BRIDGE_MAX_AGE_SECONDS ({max_age_ms // 1000} s){last}"

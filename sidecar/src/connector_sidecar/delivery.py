@@ -1,0 +1,741 @@
+"""The bridge delivery worker: every outbox event reaches the host at least once, in order per
+conversation, or lands in the dead-letter list (CONTRACT §5, ARCHITECTURE "The guarantees").
+
+Lanes
+    A lane is one conversation, (connectionId, peerId, threadId). Only the *head* of a lane (its
+    pending event with the lowest ``seq``) is ever sent, and a lane has at most one POST in
+    flight, so the next event of a conversation waits until the previous one is delivered or
+    dead. Up to ``BRIDGE_CONCURRENCY`` lanes are in flight at once; the due heads with the
+    earliest due time go first.
+
+Scheduling
+    The database is the truth; the worker keeps a small index in memory: for each idle lane a
+    *hint* (a ``seq`` no greater than the lane's head, and when the head is due) in a heap by due
+    time. Hints come from one pass over the pending events at start (and after a replay), from
+    the events committed since the last look (``Runtime.on_outbox`` wakes the worker at once),
+    and from the answer of each attempt, whose transaction also returns the lane's next head.
+    Claiming re-reads the head from the database (an index range scan on ``(lane, seq)``), so a
+    hint that is early is harmless. With nothing due the worker awaits its wake-up event or the
+    next due time: an idle worker uses no CPU.
+
+Attempts and answers
+    Claiming an event increments ``attempts`` in the same transaction, before its POST: that is
+    the body's ``deliveryAttempt``, never reused even after a crash. The host's answer decides
+    (:func:`judge`): 2xx delivered unless the body says ``accepted: false``; 409 means the host is
+    still busy with an earlier attempt, so try again after its ``Retry-After`` without counting a
+    failure; 408, 425, 429, 5xx, timeouts and connection errors retry with full-jitter
+    exponential backoff (:class:`Backoff`) that never undercuts ``Retry-After``; 401 and 403
+    pause the whole bridge (``/readyz`` says why) and probe every ``probe_seconds`` with one
+    event until the host accepts again, dead-lettering nothing; any other 4xx is dead at once.
+    An event older than ``BRIDGE_MAX_AGE_SECONDS`` is dead-lettered when it next comes up.
+    Retry times live in the outbox (``next_attempt_at``), so a restart continues the schedule.
+
+Crash safety
+    An event in flight when the process dies is still ``pending``: after a restart it is sent
+    again with the next attempt number. The host dedupes on ``eventId``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import email.utils
+import heapq
+import logging
+import sqlite3
+from collections.abc import Awaitable, Callable
+from typing import Any, Final, Literal, TypeVar
+
+import httpx
+import msgspec
+from tenacity import RetryCallState, Retrying, wait_random_exponential
+
+from connector_contracts import encode
+from connector_sidecar._clock import Clock, now_ms, system_clock
+from connector_sidecar.config import Settings
+from connector_sidecar.signing import Signer
+from connector_sidecar.store import Store
+from connector_sidecar.store.outbox import Claim, LaneHead, OutboxRow
+
+__all__ = [
+    "Backoff",
+    "DeliveryWorker",
+    "Verdict",
+    "WorkerStats",
+    "judge",
+    "parse_retry_after",
+]
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+Sleep = Callable[[float], Awaitable[None]]
+
+BACKOFF_BASE_SECONDS: Final = 0.5
+BACKOFF_CAP_SECONDS: Final = 60.0
+MAX_RETRY_AFTER_SECONDS: Final = 3600.0  # a host asking for more is capped: we still try hourly
+CONFLICT_DEFAULT_SECONDS: Final = 5.0  # a 409 without Retry-After: the SDK's own default
+CONFLICT_MIN_SECONDS: Final = 1.0
+MAX_ANSWER_BYTES: Final = 64 * 1024
+EXCERPT_CHARS: Final = 300
+CRASH_RETRY_MS: Final = 5000  # after an unexpected error in the worker itself
+
+Action = Literal["delivered", "retry", "conflict", "paused", "dead"]
+
+
+# -- the host's answer -----------------------------------------------------------------------------
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Verdict:
+    """What one attempt's outcome means for the event (the table of CONTRACT §5)."""
+
+    action: Action
+    status_code: int | None = None
+    error: str | None = None
+    retry_after: float | None = None  # seconds the host asked us to wait, when it said
+
+
+def parse_retry_after(value: str | None, now: float) -> float | None:
+    """``Retry-After`` as seconds from ``now``: delta-seconds or an HTTP-date; None if absent or bad."""
+    if value is None or not value.strip():
+        return None
+    value = value.strip()
+    try:
+        seconds = float(value)
+    except ValueError:
+        try:
+            when = email.utils.parsedate_to_datetime(value)
+        except (TypeError, ValueError, IndexError):
+            return None
+        if when.tzinfo is None:  # an obsolete date form without a zone: HTTP dates are GMT
+            return None
+        return max(0.0, when.timestamp() - now)
+    if seconds != seconds or seconds < 0:  # NaN or negative
+        return None
+    return seconds
+
+
+def _excerpt(body: bytes) -> str:
+    text = " ".join(body.decode("utf-8", "replace").split())
+    return text[:EXCERPT_CHARS] + ("…" if len(text) > EXCERPT_CHARS else "")
+
+
+def _answer(body: bytes) -> dict[str, Any]:
+    """The host's JSON answer, or ``{}`` when the body is not a JSON object."""
+    if not body.strip():
+        return {}
+    try:
+        value = msgspec.json.decode(body)
+    except msgspec.DecodeError:
+        return {}
+    return value if isinstance(value, dict) else {}
+
+
+def _host_retry_after(headers: httpx.Headers, answer: dict[str, Any], now: float) -> float | None:
+    header = parse_retry_after(headers.get("retry-after"), now)
+    if header is not None:
+        return header
+    seconds = answer.get("retryAfterSeconds")
+    if isinstance(seconds, int | float) and not isinstance(seconds, bool) and seconds >= 0:
+        return float(seconds)
+    return None
+
+
+def judge(status: int, headers: httpx.Headers, body: bytes, *, now: float) -> Verdict:
+    """Map one HTTP answer of the host to what happens to the event (CONTRACT §5)."""
+    if 200 <= status < 300:
+        answer = _answer(body)
+        if answer.get("accepted") is False:
+            return Verdict(
+                "retry",
+                status,
+                "the host answered accepted: false",
+                _host_retry_after(headers, answer, now),
+            )
+        return Verdict("delivered", status)
+    if status == 409:
+        answer = _answer(body)
+        return Verdict(
+            "conflict",
+            status,
+            "the host is still processing an earlier attempt (409)",
+            _host_retry_after(headers, answer, now),
+        )
+    if status in (401, 403):
+        return Verdict(
+            "paused",
+            status,
+            f"the host refused the bridge credentials (HTTP {status}); check BRIDGE_TOKEN and"
+            f" BRIDGE_SIGNING_SECRET: {_excerpt(body)}",
+        )
+    if status in (408, 425, 429) or status >= 500:
+        return Verdict(
+            "retry", status, f"HTTP {status}: {_excerpt(body)}", _host_retry_after(headers, {}, now)
+        )
+    if 400 <= status < 500:
+        return Verdict("dead", status, f"HTTP {status}: {_excerpt(body)}")
+    # 1xx/3xx: not in the table. Most likely a misconfigured URL; retrying loses nothing and the
+    # age limit ends it.
+    return Verdict("retry", status, f"unexpected HTTP {status}: {_excerpt(body)}")
+
+
+class Backoff:
+    """Full-jitter exponential backoff (tenacity's ``wait_random_exponential``), configured once.
+
+    The n-th consecutive failure waits a random time in ``[0, min(cap, base * 2**(n-1))]``, but
+    never less than what the host asked for with ``Retry-After`` (itself capped).
+    """
+
+    def __init__(
+        self,
+        *,
+        base: float = BACKOFF_BASE_SECONDS,
+        cap: float = BACKOFF_CAP_SECONDS,
+        max_retry_after: float = MAX_RETRY_AFTER_SECONDS,
+    ) -> None:
+        self.wait = wait_random_exponential(multiplier=base, max=cap)
+        self.max_retry_after = max_retry_after
+        # tenacity computes waits from a RetryCallState; the attempts themselves are counted in
+        # the outbox, so this Retrying object only carries the policy.
+        self._policy = Retrying(wait=self.wait, reraise=True)
+
+    def delay(self, failures: int, retry_after: float | None = None) -> float:
+        state = RetryCallState(self._policy, None, (), {})
+        state.attempt_number = max(1, failures)
+        delay = float(self.wait(state))
+        if retry_after is not None:
+            delay = max(delay, min(retry_after, self.max_retry_after))
+        return delay
+
+
+# -- the worker ------------------------------------------------------------------------------------
+
+
+@dataclasses.dataclass
+class WorkerStats:
+    """Counters for tests, benchmarks and logs (this process only)."""
+
+    wakeups: int = 0
+    attempts: int = 0
+    delivered: int = 0
+    retried: int = 0
+    conflicts: int = 0
+    dead: int = 0
+    pauses: int = 0
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class _Answer:
+    """One attempt's outcome, waiting to be written."""
+
+    row: OutboxRow
+    status: str
+    status_code: int | None
+    error: str | None
+    next_attempt_at: int | None
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class _Done:
+    """One finished lane task, applied to the schedule by the main loop."""
+
+    lane: str
+    verdict: Verdict | None
+    head: LaneHead | None  # the lane's head after the answer was recorded
+    started_ms: int
+
+
+class DeliveryWorker:
+    """Delivers the outbox to ``BRIDGE_URL``; started and stopped by the app lifespan.
+
+    ``clock`` and ``sleep`` are injectable so tests can run backoffs without waiting;
+    ``transport`` lets a benchmark or test talk to an in-process host.
+    """
+
+    def __init__(
+        self,
+        settings: Settings,
+        store: Store,
+        *,
+        clock: Clock = system_clock,
+        sleep: Sleep = asyncio.sleep,
+        transport: httpx.AsyncBaseTransport | None = None,
+        backoff: Backoff | None = None,
+        probe_seconds: float = 30.0,
+        shutdown_grace_seconds: float = 5.0,
+        purge_interval_seconds: float | None = 900.0,
+        purge_batch: int = 500,
+        purge_pause_seconds: float = 0.05,
+    ) -> None:
+        self.settings = settings
+        self.store = store
+        self.stats = WorkerStats()
+        self._clock = clock
+        self._sleep = sleep
+        self._transport = transport
+        self._backoff = backoff or Backoff()
+        self._probe_ms = int(probe_seconds * 1000)
+        self._grace = shutdown_grace_seconds
+        self._purge_interval = purge_interval_seconds
+        self._purge_batch = purge_batch
+        self._purge_pause = purge_pause_seconds
+        self._max_age_ms = int(settings.bridge_max_age_seconds * 1000)
+        self._concurrency = settings.bridge_concurrency
+        self._signer = Signer(settings.bridge_signing_secrets)
+        self._headers = {"Content-Type": "application/json", "User-Agent": "connector-sidecar"}
+        if settings.bridge_token:
+            self._headers["Authorization"] = f"Bearer {settings.bridge_token.reveal()}"
+
+        self._client: httpx.AsyncClient | None = None
+        self._main: asyncio.Task[None] | None = None
+        self._retention: asyncio.Task[None] | None = None
+        self._wake = asyncio.Event()
+        self._lock = asyncio.Lock()  # claims and replays never interleave
+        self._hints: dict[str, tuple[int, int]] = {}  # idle lane -> (seq <= its head, due ms)
+        self._heap: list[tuple[int, int, str]] = []  # (due ms, seq, lane); stale entries skipped
+        self._in_flight: dict[str, asyncio.Task[None]] = {}
+        self._floors: dict[str, int] = {}  # in-flight lane -> lowest pending seq seen meanwhile
+        self._done: list[_Done] = []
+        self._answers: list[tuple[_Answer, asyncio.Future[LaneHead | None]]] = []
+        self._writer: asyncio.Task[None] | None = None
+        self._conflicts: dict[str, int] = {}  # eventId -> 409s seen: they are not failures
+        self._high_seq = 0
+        self._scan_all = True
+        self._scan_new = False
+        self._paused: str | None = None
+        self._paused_at = 0
+        self._probe_at = 0
+
+    # -- public -----------------------------------------------------------------------------------
+
+    @property
+    def configured(self) -> bool:
+        return bool(self.settings.bridge_url)
+
+    @property
+    def paused(self) -> str | None:
+        """Why delivery is paused (the host refused our credentials), or None."""
+        return self._paused
+
+    def readiness(self) -> str | None:
+        """A readiness check for ``/readyz``."""
+        if self._paused is None:
+            return None
+        return (
+            f"bridge delivery is paused: {self._paused}; probing every {self._probe_ms / 1000:g} s"
+        )
+
+    def notify(self) -> None:
+        """New events were committed (``Runtime.on_outbox``): look at once."""
+        self._scan_new = True
+        self._wake.set()
+
+    async def requeue(self, work: Callable[[sqlite3.Connection], T]) -> T:
+        """Run a transaction that makes events pending again (a replay), then rescan the lanes.
+
+        Holding the claim lock means no claim reads a lane between the replay and the rescan.
+        """
+        async with self._lock:
+            result = await self.store.db.transaction(work)
+            self._scan_all = True
+            self._wake.set()
+        return result
+
+    async def start(self) -> None:
+        if self._purge_interval is not None and self._retention is None:
+            self._retention = asyncio.create_task(self._retention_loop(), name="outbox-retention")
+        if not self.configured or self._main is not None:
+            if not self.configured:
+                log.warning("BRIDGE_URL is not set: inbound events are queued, not delivered")
+            return
+        self._client = httpx.AsyncClient(
+            timeout=httpx.Timeout(self.settings.bridge_timeout_seconds),
+            limits=httpx.Limits(
+                max_connections=self._concurrency,
+                max_keepalive_connections=self._concurrency,
+                keepalive_expiry=30.0,
+            ),
+            transport=self._transport,
+            follow_redirects=False,
+        )
+        self._main = asyncio.create_task(self._run(), name="delivery")
+        log.info(
+            "delivering to %s, %d conversations at a time%s",
+            self.settings.bridge_url,
+            self._concurrency,
+            ", signed" if self._signer else "",
+        )
+
+    async def stop(self) -> None:
+        """Stop claiming; let POSTs in flight finish for a short grace, then cancel them.
+
+        A cancelled POST leaves its event pending: it is sent again after the restart.
+        """
+        for task in (self._main, self._retention):
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+        self._main = self._retention = None
+        lanes = list(self._in_flight.values())
+        if lanes:
+            _, unfinished = await asyncio.wait(lanes, timeout=self._grace)
+            for task in unfinished:
+                task.cancel()
+            for task in lanes:
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await task
+        self._in_flight.clear()
+        if self._writer is not None:
+            # Answers already handed over are written before the store closes.
+            with contextlib.suppress(Exception):
+                await self._writer
+            self._writer = None
+        if self._client is not None:
+            await self._client.aclose()
+            self._client = None
+        # A later start() rebuilds the schedule from the outbox.
+        self._hints.clear()
+        self._heap.clear()
+        self._floors.clear()
+        self._done.clear()
+        self._scan_all = True
+
+    async def purge(self) -> int:
+        """Delete delivered events older than the retention, in small batches; returns how many.
+
+        Walks the delivered events oldest ``seq`` first and stops at the first batch with nothing
+        old enough; dead and pending events are never touched.
+        """
+        before = now_ms(self._clock) - int(self.settings.delivered_retention_seconds * 1000)
+        after_seq, total = 0, 0
+        for _ in range(100_000):  # a bound, not a plan: 50 million rows per sweep
+            batch = await self.store.db.transaction(
+                lambda c, a=after_seq: self.store.outbox.purge_delivered(
+                    c, before=before, after_seq=a, limit=self._purge_batch
+                )
+            )
+            total += batch.deleted
+            if batch.deleted == 0 or batch.scanned < self._purge_batch or batch.last_seq is None:
+                break
+            after_seq = batch.last_seq
+            await asyncio.sleep(self._purge_pause)  # let ingest and delivery use the database
+        if total:
+            log.info("purged %d delivered events older than the retention", total)
+        return total
+
+    # -- the main loop ----------------------------------------------------------------------------
+
+    async def _run(self) -> None:
+        while True:
+            self._wake.clear()
+            self.stats.wakeups += 1
+            try:
+                claimed = await self._step()
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("the delivery worker failed; retrying in 5 s")
+                self._scan_all = True
+                await self._sleep(CRASH_RETRY_MS / 1000)
+                continue
+            if claimed:
+                continue
+            await self._wait(self._next_delay(now_ms(self._clock)))
+
+    async def _step(self) -> bool:
+        """Apply finished attempts, look for new events, claim due heads; True if it claimed."""
+        self._apply_done()
+        async with self._lock:
+            if self._scan_all:
+                self._scan_all = self._scan_new = False
+                heads, high = await self.store.db.run(self.store.outbox.lane_heads)
+                self._high_seq = max(self._high_seq, high)
+                self._absorb(heads)
+            elif self._scan_new:
+                self._scan_new = False
+                heads = await self.store.db.run(self.store.outbox.pending_since, self._high_seq)
+                if heads:
+                    self._high_seq = max(self._high_seq, heads[-1].seq)
+                self._absorb(heads)
+            now = now_ms(self._clock)
+            picks, force = self._pick(now)
+            if not picks:
+                return False
+            max_age = None if self._paused else self._max_age_ms
+            claims = await self.store.db.transaction(self._claim_all, picks, now, max_age, force)
+        for claim in claims:
+            self._apply_claim(claim)
+        if force and not any(c.row for c in claims):
+            self._probe_at = now  # that lane had nothing left: probe with another one now
+        return True
+
+    def _claim_all(
+        self,
+        conn: sqlite3.Connection,
+        picks: list[tuple[str, int]],
+        now: int,
+        max_age_ms: int | None,
+        force: bool,
+    ) -> list[Claim]:
+        return [
+            self.store.outbox.claim(conn, lane, seq, now=now, max_age_ms=max_age_ms, force=force)
+            for lane, seq in picks
+        ]
+
+    def _pick(self, now: int) -> tuple[list[tuple[str, int]], bool]:
+        """The due lanes to claim now, and whether they are forced (a probe)."""
+        if self._paused is not None:
+            if self._in_flight or now < self._probe_at:
+                return [], False
+            probe = self._pop(now, any_due=True)
+            if probe is None:
+                return [], False
+            self._probe_at = now + self._probe_ms
+            return [probe], True
+        picks: list[tuple[str, int]] = []
+        while len(self._in_flight) + len(picks) < self._concurrency:
+            pick = self._pop(now, any_due=False)
+            if pick is None:
+                break
+            picks.append(pick)
+        return picks, False
+
+    def _pop(self, now: int, *, any_due: bool) -> tuple[str, int] | None:
+        while self._heap:
+            due, seq, lane = self._heap[0]
+            if self._hints.get(lane) != (seq, due):
+                heapq.heappop(self._heap)
+                continue
+            if due > now and not any_due:
+                return None
+            heapq.heappop(self._heap)
+            del self._hints[lane]
+            return lane, seq
+        return None
+
+    def _peek_due(self) -> int | None:
+        while self._heap:
+            due, seq, lane = self._heap[0]
+            if self._hints.get(lane) == (seq, due):
+                return due
+            heapq.heappop(self._heap)
+        return None
+
+    def _hint(self, lane: str, seq: int, due: int) -> None:
+        self._hints[lane] = (seq, due)
+        heapq.heappush(self._heap, (due, seq, lane))
+        if len(self._heap) > 4 * len(self._hints) + 64:
+            self._heap = [(d, s, ln) for ln, (s, d) in self._hints.items()]
+            heapq.heapify(self._heap)
+
+    def _absorb(self, heads: list[LaneHead]) -> None:
+        """Merge pending events found by a scan into the schedule."""
+        for head in heads:
+            if head.lane in self._in_flight:
+                # Looked at when the POST in flight is answered.
+                floor = self._floors.get(head.lane)
+                self._floors[head.lane] = head.seq if floor is None else min(floor, head.seq)
+                continue
+            current = self._hints.get(head.lane)
+            if current is None or head.seq < current[0]:
+                self._hint(head.lane, head.seq, head.next_attempt_at)
+
+    def _apply_claim(self, claim: Claim) -> None:
+        self.stats.dead += len(claim.expired)
+        for event_id in claim.expired:
+            self._conflicts.pop(event_id, None)
+            log.warning("event %s dead-lettered: older than BRIDGE_MAX_AGE_SECONDS", event_id)
+        if claim.row is not None:
+            self._in_flight[claim.lane] = asyncio.create_task(
+                self._deliver(claim.row), name=f"deliver:{claim.row.event_id}"
+            )
+        elif claim.head is not None:
+            self._hint(claim.lane, claim.head.seq, claim.head.next_attempt_at)
+
+    def _apply_done(self) -> None:
+        done, self._done = self._done, []
+        now = now_ms(self._clock)
+        for item in done:
+            self._in_flight.pop(item.lane, None)
+            floor = self._floors.pop(item.lane, None)
+            head = item.head
+            if floor is not None and (head is None or floor < head.seq):
+                self._hint(item.lane, floor, now)  # the claim finds the real head
+            elif head is not None:
+                self._hint(item.lane, head.seq, head.next_attempt_at)
+            verdict = item.verdict
+            if verdict is None:
+                continue
+            if verdict.action == "paused":
+                self._pause(verdict.error or "the host refused the bridge credentials", now)
+            elif (
+                self._paused is not None
+                and verdict.status_code is not None
+                and item.started_ms >= self._paused_at
+            ):
+                log.info("the host accepts bridge deliveries again; resuming")
+                self._paused = None
+
+    def _pause(self, reason: str, now: int) -> None:
+        if self._paused is None:
+            self.stats.pauses += 1
+            self._paused_at = now
+            log.error("bridge delivery paused: %s", reason)
+        self._paused = reason
+        self._probe_at = now + self._probe_ms
+
+    def _next_delay(self, now: int) -> float | None:
+        """Seconds until something is due, or None to wait for a wake-up only."""
+        if self._paused is not None:
+            if self._in_flight or self._peek_due() is None:
+                return None
+            return max(0.0, (self._probe_at - now) / 1000)
+        if len(self._in_flight) >= self._concurrency:
+            return None
+        due = self._peek_due()
+        return None if due is None else max(0.0, (due - now) / 1000)
+
+    async def _wait(self, delay: float | None) -> None:
+        if self._wake.is_set():
+            return
+        if delay is None:
+            await self._wake.wait()
+            return
+        sleeper = asyncio.ensure_future(self._sleep(delay))
+        waiter = asyncio.ensure_future(self._wake.wait())
+        try:
+            await asyncio.wait({sleeper, waiter}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for task in (sleeper, waiter):
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+
+    # -- one attempt ------------------------------------------------------------------------------
+
+    async def _deliver(self, row: OutboxRow) -> None:
+        started = now_ms(self._clock)
+        verdict: Verdict | None = None
+        try:
+            verdict = await self._post(row)
+            head = await self._record(row, verdict)
+        except Exception:
+            log.exception("delivering %s failed unexpectedly; retrying in 5 s", row.event_id)
+            head = LaneHead(row.lane, row.seq, now_ms(self._clock) + CRASH_RETRY_MS)
+            verdict = None
+        self._done.append(_Done(row.lane, verdict, head, started))
+        self._wake.set()
+
+    async def _post(self, row: OutboxRow) -> Verdict:
+        assert self._client is not None
+        assert self.settings.bridge_url
+        self.stats.attempts += 1
+        body = encode(msgspec.structs.replace(row.event, delivery_attempt=row.attempts))
+        headers = dict(self._headers)
+        headers.update(self._signer.headers(row.event_id, int(self._clock()), body))
+        timeout = self.settings.bridge_timeout_seconds
+        try:
+            async with (
+                asyncio.timeout(timeout),
+                self._client.stream(
+                    "POST", self.settings.bridge_url, content=body, headers=headers
+                ) as response,
+            ):
+                answer = bytearray()
+                async for chunk in response.aiter_bytes():
+                    answer += chunk
+                    if len(answer) >= MAX_ANSWER_BYTES:
+                        break
+        except (httpx.TimeoutException, TimeoutError):
+            return Verdict("retry", None, f"no answer within {timeout:g} s")
+        except httpx.RequestError as exc:
+            return Verdict("retry", None, f"{type(exc).__name__}: {exc}"[:EXCERPT_CHARS])
+        return judge(response.status_code, response.headers, bytes(answer), now=self._clock())
+
+    async def _record(self, row: OutboxRow, verdict: Verdict) -> LaneHead | None:
+        now = now_ms(self._clock)
+        status, next_at = "pending", None
+        if verdict.action == "delivered":
+            status = "delivered"
+            self.stats.delivered += 1
+        elif verdict.action == "dead":
+            status = "dead"
+            self.stats.dead += 1
+            log.warning("event %s dead-lettered: %s", row.event_id, verdict.error)
+        elif verdict.action == "paused":
+            next_at = now  # the pause holds it back; once the host accepts again it goes first
+        else:
+            if verdict.action == "conflict":
+                self.stats.conflicts += 1
+                self._conflicts[row.event_id] = self._conflicts.get(row.event_id, 0) + 1
+                delay = max(
+                    CONFLICT_MIN_SECONDS,
+                    min(
+                        verdict.retry_after
+                        if verdict.retry_after is not None
+                        else CONFLICT_DEFAULT_SECONDS,
+                        self._backoff.max_retry_after,
+                    ),
+                )
+            else:
+                self.stats.retried += 1
+                # 409s are not failures. They are remembered in memory only: after a restart the
+                # window may start a few doublings wider, which the 60 s cap bounds.
+                failures = row.attempts - self._conflicts.get(row.event_id, 0)
+                delay = self._backoff.delay(failures, verdict.retry_after)
+            # Never later than the age limit, so an event is dead-lettered on time.
+            next_at = min(now + int(delay * 1000), row.created_at + self._max_age_ms)
+        if status != "pending":
+            self._conflicts.pop(row.event_id, None)
+        answer = _Answer(row, status, verdict.status_code, verdict.error, next_at)
+        result: asyncio.Future[LaneHead | None] = asyncio.get_running_loop().create_future()
+        self._answers.append((answer, result))
+        if self._writer is None or self._writer.done():
+            self._writer = asyncio.create_task(self._write_answers(), name="delivery-answers")
+        return await asyncio.shield(result)
+
+    async def _write_answers(self) -> None:
+        """Group commit: the answers that arrive while one transaction runs share the next one.
+
+        Each answer is still committed before its lane moves on; there are just fewer fsyncs.
+        """
+        while self._answers:
+            batch, self._answers = self._answers, []
+            try:
+                heads = await self.store.db.transaction(self._finish_all, [a for a, _ in batch])
+            except Exception as exc:
+                for _, result in batch:
+                    if not result.done():
+                        result.set_exception(exc)
+                continue
+            for (_, result), head in zip(batch, heads, strict=True):
+                if not result.done():
+                    result.set_result(head)
+
+    def _finish_all(
+        self, conn: sqlite3.Connection, answers: list[_Answer]
+    ) -> list[LaneHead | None]:
+        return [
+            self.store.outbox.finish(
+                conn,
+                a.row,
+                status=a.status,
+                status_code=a.status_code,
+                error=a.error,
+                next_attempt_at=a.next_attempt_at,
+            )
+            for a in answers
+        ]
+
+    # -- retention --------------------------------------------------------------------------------
+
+    async def _retention_loop(self) -> None:
+        assert self._purge_interval is not None
+        while True:
+            try:
+                await self.purge()
+            except Exception:
+                log.exception("purging delivered events failed")
+            await asyncio.sleep(self._purge_interval)
