@@ -492,7 +492,7 @@ class SqliteDedupeStore:
         )
         try:
             connection.execute(f"PRAGMA busy_timeout = {int(self.busy_timeout_seconds * 1000)}")
-            connection.execute("PRAGMA journal_mode = WAL")
+            _enable_wal(connection, self.busy_timeout_seconds)
             with _transaction(connection):
                 for statement in _SCHEMA.split(";"):
                     if statement.strip():
@@ -617,3 +617,25 @@ def _read_import_file(path: Path, now: float) -> list[_Row]:
             )
         )
     return rows
+
+
+def _enable_wal(connection: sqlite3.Connection, timeout_seconds: float) -> None:
+    """Switch the file to WAL, waiting for another process that is doing the same.
+
+    Changing the journal mode needs an exclusive lock, and SQLite can answer SQLITE_BUSY at once
+    for it, without the busy handler, while a second process opens a new file at the same time.
+    """
+    deadline = time.monotonic() + timeout_seconds
+    delay = 0.005
+    while True:
+        try:
+            mode = connection.execute("PRAGMA journal_mode = WAL").fetchone()[0]
+        except sqlite3.OperationalError as error:
+            if "locked" not in str(error) or time.monotonic() >= deadline:
+                raise
+            time.sleep(delay)
+            delay = min(delay * 2, 0.1)
+            continue
+        if str(mode).lower() == "wal":
+            return
+        raise sqlite3.OperationalError(f"could not switch to WAL (journal_mode is {mode})")
