@@ -6,6 +6,7 @@ import asyncio
 import logging
 import signal
 import sys
+from typing import Final
 
 from hypercorn.asyncio import serve
 from hypercorn.config import Config
@@ -14,6 +15,9 @@ from examples.echo_host.app import create_app
 from examples.echo_host.config import BRIDGE_PATH, Settings, SettingsError
 
 logger = logging.getLogger("examples.echo_host")
+
+#: How long open requests may run on after SIGTERM (compose's stop_grace_period is longer).
+GRACEFUL_SECONDS: Final = 10.0
 
 
 def _bind(host: str, port: int) -> str:
@@ -24,7 +28,7 @@ async def run(settings: Settings) -> None:
     """Serve until the process is asked to stop."""
     config = Config()
     config.bind = [_bind(settings.host, settings.port)]
-    config.graceful_timeout = 10.0
+    config.graceful_timeout = GRACEFUL_SECONDS
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):

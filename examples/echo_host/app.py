@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import logging
 from collections.abc import AsyncIterator
-from contextlib import AsyncExitStack, asynccontextmanager
-from typing import Literal
+from contextlib import AbstractAsyncContextManager, AsyncExitStack, asynccontextmanager
+from typing import Final, Literal
 
 import httpx
 from starlette.applications import Starlette
@@ -18,11 +18,12 @@ from connector_sdk import (
     BridgeEndpoint,
     BridgeHandler,
     BridgeVerifier,
-    ConnectionNotFound,
     ConnectionNotReady,
     DedupeStore,
+    NotFound,
     ProviderRejected,
     RequestIdConflict,
+    RetryPolicy,
     SidecarClient,
     SqliteDedupeStore,
     ValidationFailed,
@@ -34,14 +35,21 @@ __all__ = ["create_app", "echo_reply", "make_echo_handler"]
 
 logger = logging.getLogger("examples.echo_host")
 
-# Answers about this one message: sending it again cannot help, so the event is done.
+# Answers about this one message: sending it again cannot help, so the event is done and the
+# sidecar stops delivering it. Anything else (the sidecar down, a wrong token, a send still in
+# flight) is raised: the event is marked failed, and the sidecar's redelivery tries again.
 _PERMANENT = (
-    ProviderRejected,
-    RequestIdConflict,
-    ValidationFailed,
-    ConnectionNotReady,
-    ConnectionNotFound,
+    ProviderRejected,  # 502: the vendor refused this message for good
+    RequestIdConflict,  # 422: this requestId was already used for another reply
+    ValidationFailed,  # 400/413/422: the sidecar cannot accept this request as sent
+    NotFound,  # 404: the connection (or whatever the path names) does not exist
+    ConnectionNotReady,  # 409: the connection needs a person to re-pair it
 )
+
+# The sidecar waits BRIDGE_TIMEOUT_SECONDS (15 s by default) for the bridge POST: the echo's
+# send, retries included, ends well before that (budget + one attempt's timeout < 15 s).
+SEND_TIMEOUT_SECONDS: Final = 5.0
+SEND_RETRY: Final = RetryPolicy(attempts=4, total_seconds=8.0)
 
 
 def echo_reply(event: BridgeEvent) -> str:
@@ -106,9 +114,17 @@ def create_app(
     *,
     transport: httpx.AsyncBaseTransport | None = None,
     store: DedupeStore | None = None,
+    retry: RetryPolicy = SEND_RETRY,
 ) -> Starlette:
-    """The echo host app. ``transport`` and ``store`` replace the network and disk in tests."""
-    client = SidecarClient(settings.sidecar_url, token=settings.sidecar_token, transport=transport)
+    """The echo host app. ``transport``, ``store`` and ``retry`` replace the network, the disk
+    and the waits between send attempts in tests."""
+    client = SidecarClient(
+        settings.sidecar_url,
+        token=settings.sidecar_token,
+        timeout=SEND_TIMEOUT_SECONDS,
+        retry=retry,
+        transport=transport,
+    )
     dedupe = store if store is not None else SqliteDedupeStore(settings.dedupe_path)
     verifier = BridgeVerifier(
         token=settings.bridge_token, signing_secrets=settings.bridge_signing_secrets
@@ -119,15 +135,19 @@ def create_app(
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         async with AsyncExitStack() as stack:
             await stack.enter_async_context(client)
-            if isinstance(dedupe, SqliteDedupeStore):
-                # Opened now, so a data directory that cannot be written stops the start.
+            if isinstance(dedupe, AbstractAsyncContextManager):
+                # Opened now, so a data directory that cannot be written stops the start; closed
+                # at shutdown, which also stops the store's background purge.
                 await stack.enter_async_context(dedupe)
             yield
 
-    return Starlette(
+    app = Starlette(
         routes=[
             Route(BRIDGE_PATH, endpoint, methods=["POST"]),
             Route("/healthz", _healthz, methods=["GET"]),
         ],
         lifespan=lifespan,
     )
+    app.state.sidecar = client
+    app.state.dedupe = dedupe
+    return app

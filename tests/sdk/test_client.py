@@ -44,6 +44,7 @@ from connector_sdk import (
     SessionNotAwaitingCode,
     SessionNotFound,
     SidecarClient,
+    SidecarError,
     SidecarHTTPError,
     SidecarUnavailable,
     Unauthorized,
@@ -542,6 +543,20 @@ async def test_replay_is_not_retried(client: SidecarClient, sidecar: respx.MockR
     with pytest.raises(SidecarUnavailable):
         await client.replay_delivery("evt_1")
     assert route.call_count == 1
+
+
+async def test_bad_url_is_not_retried() -> None:
+    """A URL httpx cannot call raises SidecarError at once, naming the full URL."""
+    clock = FakeClock(now=0.0)
+    policy = RetryPolicy(attempts=4, sleep=clock.sleep, clock=clock)
+    async with SidecarClient("ftp://sidecar.test", token=TOKEN, retry=policy) as client:
+        with pytest.raises(SidecarError) as caught:
+            await client.get_send("r1")
+    assert not isinstance(caught.value, SidecarUnavailable)
+    assert caught.value.attempts == 1
+    assert clock.sleeps == []
+    assert "GET ftp://sidecar.test/send/r1" in str(caught.value)
+    assert caught.value.request_id == "r1"
 
 
 # typed errors --------------------------------------------------------------------------------

@@ -7,13 +7,14 @@ import json
 import subprocess
 import sys
 import textwrap
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Coroutine
 from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
 
 from connector_sdk import (
+    DedupeDecision,
     DedupeError,
     DedupeImportError,
     DedupeStore,
@@ -43,7 +44,8 @@ async def store(
 ) -> AsyncIterator[Store]:
     """Each store kind, with default windows and the fake clock."""
     if request.param == "memory":
-        yield MemoryDedupeStore(now=clock)
+        async with MemoryDedupeStore(now=clock) as memory_store:
+            yield memory_store
         return
     async with SqliteDedupeStore(tmp_path / "dedupe.sqlite3", now=clock) as sqlite_store:
         yield sqlite_store
@@ -123,6 +125,65 @@ async def test_failed_is_processed_again_and_error_cleared(store: Store) -> None
     assert again.record.delivery_attempts == 2
 
 
+async def test_processing_at_exactly_the_ttl_is_taken_over(store: Store, clock: FakeClock) -> None:
+    """Just under the TTL the record is still pending (409); at exactly the TTL it is stale."""
+    await store.begin("c", "e", 1)
+    clock.advance(TTL - 0.001)
+    pending = await store.begin("c", "e", 2)
+    assert (pending.should_process, pending.http_status) == (False, 409)
+    clock.advance(0.001)
+    taken = await store.begin("c", "e", 2)
+    assert (taken.should_process, taken.http_status, taken.retry_after_seconds) == (True, 200, None)
+    assert taken.record.delivery_attempts == 2
+
+
+async def test_pending_answer_does_not_touch_the_record(store: Store, clock: FakeClock) -> None:
+    """A 409 leaves the record as it was, so the TTL still counts from the first claim."""
+    first = await store.begin("c", "e", 1)
+    clock.advance(TTL / 2)
+    await store.begin("c", "e", 2)
+    record = await store.get(first.dedupe_key)
+    assert record == first.record
+    clock.advance(TTL / 2)
+    assert (await store.begin("c", "e", 3)).should_process
+
+
+async def test_lower_delivery_attempt_than_stored(store: Store) -> None:
+    """A delivery_attempt below the stored count never lowers it: attempts = previous + 1."""
+    first = await store.begin("c", "e", 5)
+    assert first.record.delivery_attempts == 5
+    await store.fail(first.dedupe_key, "boom")
+    again = await store.begin("c", "e", 2)
+    assert again.should_process
+    assert again.record.delivery_attempts == 6
+
+
+async def test_fail_after_complete_keeps_it_completed(store: Store) -> None:
+    """A late fail() of a completed event is ignored: a redelivery stays a duplicate."""
+    first = await store.begin("c", "e", 1)
+    await store.complete(first.dedupe_key, "host-msg-1")
+    await store.fail(first.dedupe_key, "TimeoutError: late")
+    record = await store.get(first.dedupe_key)
+    assert record is not None
+    assert (record.status, record.message_id, record.last_error) == (
+        "completed",
+        "host-msg-1",
+        None,
+    )
+    again = await store.begin("c", "e", 2)
+    assert (again.should_process, again.http_status) == (False, 200)
+
+
+async def test_complete_after_fail_completes(store: Store) -> None:
+    """complete() after fail() (the work did finish) marks the event done, error cleared."""
+    first = await store.begin("c", "e", 1)
+    await store.fail(first.dedupe_key, "x")
+    await store.complete(first.dedupe_key, "m")
+    record = await store.get(first.dedupe_key)
+    assert record is not None
+    assert (record.status, record.message_id, record.last_error) == ("completed", "m", None)
+
+
 async def test_attempts_follow_a_higher_delivery_attempt(store: Store) -> None:
     """When the sidecar's count is ahead (our record was lost), it wins: max(prev + 1, n)."""
     first = await store.begin("c", "e", 1)
@@ -168,17 +229,101 @@ async def test_long_errors_are_truncated(store: Store) -> None:
     assert len(record.last_error) <= 2000
 
 
-async def test_records_are_purged_after_retention(store: Store, clock: FakeClock) -> None:
-    """Records untouched for the retention window are purged by a later begin()."""
-    old = await store.begin("c", "old", 1)
-    await store.complete(old.dedupe_key)
-    clock.advance(RETENTION - 1)
-    kept = await store.begin("c", "new", 1)  # purge runs here, but "old" is still inside
-    assert await store.get(old.dedupe_key) is not None
-    clock.advance(2 + 300)
-    await store.begin("c", "newer", 1)
-    assert await store.get(old.dedupe_key) is None
-    assert await store.get(kept.dedupe_key) is not None
+async def _wait_until_gone(store: Store, key: str) -> bool:
+    """Poll (bounded: 200 x 10 ms) until ``key`` is purged; True when it went."""
+    for _ in range(200):
+        if await store.get(key) is None:
+            return True
+        await asyncio.sleep(0.01)
+    return False
+
+
+def _purge_tasks() -> list[asyncio.Task[object]]:
+    return [t for t in asyncio.all_tasks() if "dedupe-purge" in t.get_name() and not t.done()]
+
+
+@pytest.mark.parametrize("kind", ["memory", "sqlite"])
+async def test_records_are_purged_in_the_background(
+    kind: str, tmp_path: Path, clock: FakeClock
+) -> None:
+    """With no further calls, a background task drops records older than the retention."""
+    windows = {"retention_seconds": 100.0, "processing_ttl_seconds": 10.0}
+    store: Store = (
+        MemoryDedupeStore(purge_interval_seconds=0.01, now=clock, **windows)
+        if kind == "memory"
+        else SqliteDedupeStore(
+            tmp_path / "bg.sqlite3", purge_interval_seconds=0.01, now=clock, **windows
+        )
+    )
+    async with store:
+        old = await store.begin("c", "old", 1)
+        await store.complete(old.dedupe_key)
+        clock.advance(99)
+        kept = await store.begin("c", "kept", 1)
+        await asyncio.sleep(0.05)  # several purge rounds: "old" is 99 s old, inside the window
+        assert await store.get(old.dedupe_key) is not None
+        clock.advance(2)
+        assert await _wait_until_gone(store, old.dedupe_key)
+        assert await store.get(kept.dedupe_key) is not None
+        assert len(_purge_tasks()) == 1
+    assert _purge_tasks() == []
+
+
+@pytest.mark.parametrize("kind", ["memory", "sqlite"])
+async def test_purge_starts_on_first_use_and_stops_on_aclose(
+    kind: str, tmp_path: Path, clock: FakeClock, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A store used without ``async with`` starts its purge on begin(); aclose() ends it."""
+    store: Store = (
+        MemoryDedupeStore(purge_interval_seconds=0.01, now=clock)
+        if kind == "memory"
+        else SqliteDedupeStore(tmp_path / "lazy.sqlite3", purge_interval_seconds=0.01, now=clock)
+    )
+    assert _purge_tasks() == []
+    await store.begin("c", "e", 1)
+    (task,) = _purge_tasks()
+    await asyncio.sleep(0.03)
+    await store.aclose()
+    assert task.cancelled()
+    assert _purge_tasks() == []
+    await store.aclose()  # twice is harmless
+    assert not [r for r in caplog.records if r.levelname in ("ERROR", "CRITICAL")]
+
+
+def test_purge_task_of_a_finished_loop_is_replaced(clock: FakeClock) -> None:
+    """A store used under one event loop, then another, purges under the second."""
+    store = MemoryDedupeStore(purge_interval_seconds=0.01, retention_seconds=100, now=clock)
+
+    async def first() -> None:
+        await store.begin("c", "old", 1)
+
+    asyncio.run(first())  # the loop ends and cancels the first purge task
+
+    async def second() -> bool:
+        clock.advance(101)
+        await store.begin("c", "new", 1)
+        gone = await _wait_until_gone(store, "c:old")
+        await store.aclose()
+        return gone
+
+    assert asyncio.run(second())
+
+
+def test_memory_store_without_asyncio_purges_inline(clock: FakeClock) -> None:
+    """Driven by a loop that is not asyncio (trio), the memory store purges inside begin()."""
+    store = MemoryDedupeStore(purge_interval_seconds=10, retention_seconds=100, now=clock)
+
+    def run(coroutine: Coroutine[object, object, DedupeDecision]) -> DedupeDecision:
+        # No event loop at all: the store must not need one (it never suspends).
+        with pytest.raises(StopIteration) as done:
+            coroutine.send(None)
+        result: DedupeDecision = done.value.value
+        return result
+
+    run(store.begin("c", "old", 1))
+    clock.advance(101)
+    assert run(store.begin("c", "new", 1)).should_process
+    assert len(store) == 1
 
 
 async def test_purge_returns_count(store: Store, clock: FakeClock) -> None:
@@ -196,23 +341,21 @@ async def test_purge_returns_count(store: Store, clock: FakeClock) -> None:
 async def test_store_does_not_grow_without_bound(tmp_path: Path) -> None:
     """Under a steady stream of events, the record count stays near one retention's worth."""
     clock = FakeClock()
-    memory = MemoryDedupeStore(
-        retention_seconds=100, processing_ttl_seconds=10, purge_interval_seconds=10, now=clock
+    windows = {"retention_seconds": 100.0, "processing_ttl_seconds": 10.0}
+    memory = MemoryDedupeStore(purge_interval_seconds=0.005, now=clock, **windows)
+    sqlite_store = SqliteDedupeStore(
+        tmp_path / "d.sqlite3", purge_interval_seconds=0.005, now=clock, **windows
     )
-    async with SqliteDedupeStore(
-        tmp_path / "d.sqlite3",
-        retention_seconds=100,
-        processing_ttl_seconds=10,
-        purge_interval_seconds=10,
-        now=clock,
-    ) as sqlite_store:
-        for n in range(500):
+    async with memory, sqlite_store:
+        for n in range(300):
             for s in (memory, sqlite_store):
                 decision = await s.begin("c", f"e{n}", 1)
                 await s.complete(decision.dedupe_key)
             clock.advance(1)
-        assert len(memory) <= 111
-        assert await sqlite_store.count() <= 111
+            if n % 50 == 49:
+                await asyncio.sleep(0.05)  # let the background purge run
+        assert len(memory) <= 160
+        assert await sqlite_store.count() <= 160
 
 
 @pytest.mark.parametrize(
@@ -394,6 +537,21 @@ async def test_imported_records_follow_the_rules(tmp_path: Path) -> None:
         assert (stuck.should_process, stuck.record.delivery_attempts) == (True, 4)
     finally:
         await store.aclose()
+
+
+async def test_memory_store_imports_the_same_file(tmp_path: Path) -> None:
+    """The memory store imports a message_dedupe.json with the same fields and rules."""
+    source = tmp_path / "message_dedupe.json"
+    source.write_text(json.dumps(SAMPLE), encoding="utf-8")
+    async with MemoryDedupeStore(now=lambda: SAMPLE_NOW) as store:
+        assert await store.import_json(source) == 3
+        assert await store.import_json(source) == 0
+        done = await store.get("conn_1:evt_done")
+        assert done is not None
+        assert (done.status, done.message_id) == ("completed", "host-msg-1")
+        assert not (await store.begin("conn_1", "evt_done", 3)).should_process
+        stuck = await store.begin("conn_2", "evt_stuck", 1)
+        assert (stuck.should_process, stuck.record.delivery_attempts) == (True, 4)
 
 
 async def test_import_twice_changes_nothing(tmp_path: Path) -> None:

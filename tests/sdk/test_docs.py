@@ -1,4 +1,4 @@
-"""The Python snippets of docs/sdk.md compile, and the Starlette one really works."""
+"""The Python snippets of the README's SDK section compile, and the Starlette one really works."""
 
 from __future__ import annotations
 
@@ -17,8 +17,18 @@ from connector_sdk.testing import bridge_headers, make_bridge_event
 
 from ._starlette import TestClient
 
-DOC = Path(__file__).resolve().parents[2] / "docs" / "sdk.md"
-BLOCKS = re.findall(r"```python\n(.*?)```", DOC.read_text(), flags=re.DOTALL)
+README = Path(__file__).resolve().parents[2] / "README.md"
+
+
+def _sdk_section() -> str:
+    """The README's ``## The host SDK`` section, up to the next second-level heading."""
+    text = README.read_text(encoding="utf-8")
+    start = text.index("\n## The host SDK")
+    end = text.find("\n## ", start + 1)
+    return text[start : end if end != -1 else len(text)]
+
+
+BLOCKS = re.findall(r"```python\n(.*?)```", _sdk_section(), flags=re.DOTALL)
 
 
 def test_doc_has_snippets() -> None:
@@ -31,7 +41,7 @@ def test_doc_has_snippets() -> None:
 @pytest.mark.parametrize("index", range(len(BLOCKS)))
 def test_snippet_compiles(index: int) -> None:
     """Each snippet is valid Python."""
-    compile(BLOCKS[index], f"docs/sdk.md[{index}]", "exec")
+    compile(BLOCKS[index], f"README.md[{index}]", "exec")
 
 
 def test_starlette_snippet_replies_once(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
@@ -43,7 +53,7 @@ def test_starlette_snippet_replies_once(monkeypatch: pytest.MonkeyPatch, tmp_pat
     monkeypatch.setenv("BRIDGE_SIGNING_SECRET", secret)
     (snippet,) = [block for block in BLOCKS if "Starlette(" in block]
     namespace: dict[str, object] = {}
-    exec(compile(snippet, "docs/sdk.md", "exec"), namespace)  # noqa: S102 - our own doc
+    exec(compile(snippet, "README.md", "exec"), namespace)  # noqa: S102 - our own doc
 
     sent: list[dict[str, object]] = []
 

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 import base64
+import dataclasses
 import json
 import os
 import signal
@@ -16,11 +18,13 @@ from pathlib import Path
 import httpx
 import pytest
 from examples.echo_host import BRIDGE_PATH, ENV_NAMES, Settings, SettingsError, create_app
+from examples.echo_host.app import SEND_RETRY
 
 from connector_contracts import BridgeEvent, encode
-from connector_sdk import MemoryDedupeStore, request_id_for
+from connector_sdk import MemoryDedupeStore, SidecarClient, request_id_for
 from connector_sdk.testing import bridge_headers, make_bridge_event
 
+from ._fakes import FakeClock
 from ._starlette import TestClient
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -41,6 +45,7 @@ class FakeSidecar:
     def __init__(self) -> None:
         self.sends: list[dict[str, object]] = []
         self.answer_status = 200
+        self.answer_code = ""
         self.ledger: set[str] = set()
 
     def __call__(self, request: httpx.Request) -> httpx.Response:
@@ -49,7 +54,9 @@ class FakeSidecar:
         body = json.loads(request.content)
         self.sends.append(body)
         if self.answer_status != 200:
-            code = {401: "unauthorized", 502: "provider_rejected"}[self.answer_status]
+            code = self.answer_code or {401: "unauthorized", 502: "provider_rejected"}.get(
+                self.answer_status, "server_error"
+            )
             return httpx.Response(
                 self.answer_status, json={"title": "x", "status": self.answer_status, "code": code}
             )
@@ -82,7 +89,11 @@ def store() -> MemoryDedupeStore:
 @pytest.fixture
 def echo(sidecar: FakeSidecar, store: MemoryDedupeStore) -> Iterator[TestClient]:
     """The echo host app under TestClient, talking to the fake sidecar."""
-    app = create_app(Settings.from_env(ENV), transport=httpx.MockTransport(sidecar), store=store)
+    # The echo's own retry budget, with sleeps that only move a fake clock.
+    retry = dataclasses.replace(SEND_RETRY, sleep=FakeClock().sleep)
+    app = create_app(
+        Settings.from_env(ENV), transport=httpx.MockTransport(sidecar), store=store, retry=retry
+    )
     with TestClient(app) as client:
         yield client
 
@@ -142,13 +153,69 @@ def test_rehandled_event_reuses_the_request_id(echo: TestClient, sidecar: FakeSi
     assert sidecar.sends[0]["requestId"] == sidecar.sends[1]["requestId"]
 
 
-def test_rejected_send_completes_the_event(
-    echo: TestClient, sidecar: FakeSidecar, store: MemoryDedupeStore
+@pytest.mark.parametrize(
+    ("status", "code"),
+    [
+        (502, "provider_rejected"),
+        (404, "connection_not_found"),
+        (404, "not_found"),
+        (409, "connection_not_ready"),
+        (422, "request_id_conflict"),
+        (422, "validation_failed"),
+        (400, "invalid_json"),
+    ],
+)
+def test_permanent_refusal_completes_the_event(
+    echo: TestClient, sidecar: FakeSidecar, store: MemoryDedupeStore, status: int, code: str
 ) -> None:
-    """A permanent refusal is logged and the event is done, so the sidecar stops retrying."""
-    sidecar.answer_status = 502
-    assert deliver(echo, make_bridge_event(event_id="evt_4")).status_code == 200
+    """A permanent refusal is logged and the event is done: 200, so the sidecar stops retrying."""
+    sidecar.answer_status, sidecar.answer_code = status, code
+    first = deliver(echo, make_bridge_event(event_id="evt_4"))
+    assert (first.status_code, first.json()["accepted"]) == (200, True)
+    again = deliver(echo, make_bridge_event(event_id="evt_4", delivery_attempt=2))
+    assert again.json()["duplicate"] is True
     assert len(sidecar.sends) == 1
+    record = asyncio.run(store.get("conn_test:evt_4"))
+    assert record is not None
+    assert (record.status, record.message_id) == ("completed", None)
+
+
+@pytest.mark.parametrize(
+    ("status", "code", "sends"),
+    [
+        (401, "unauthorized", 1),
+        (503, "provider_unavailable", SEND_RETRY.attempts),
+        (500, "", SEND_RETRY.attempts),
+    ],
+)
+def test_transient_or_config_failure_is_retried_later(
+    echo: TestClient,
+    sidecar: FakeSidecar,
+    store: MemoryDedupeStore,
+    status: int,
+    code: str,
+    sends: int,
+) -> None:
+    """A sidecar that is down or misconfigured: 500 and a failed record, so a redelivery retries."""
+    sidecar.answer_status, sidecar.answer_code = status, code
+    response = deliver(echo, make_bridge_event(event_id="evt_t"))
+    assert (response.status_code, response.json()["accepted"]) == (500, False)
+    assert len(sidecar.sends) == sends  # 5xx retried within the echo's budget; 401 is not
+    record = asyncio.run(store.get("conn_test:evt_t"))
+    assert record is not None
+    assert record.status == "failed"
+
+
+def test_echo_retries_fit_the_bridge_timeout() -> None:
+    """The echo's send retries end well before the sidecar gives up on the bridge POST (15 s)."""
+    app = create_app(Settings.from_env(ENV), store=MemoryDedupeStore())
+    client = app.state.sidecar
+    assert isinstance(client, SidecarClient)
+    timeout = client._http.timeout
+    assert timeout.read is not None
+    assert timeout.connect is not None
+    # The last attempt may start just inside the budget and then run for its whole timeout.
+    assert client.retry.total_seconds + max(timeout.read, timeout.connect) < 15
 
 
 def test_unsigned_request_is_refused(echo: TestClient, sidecar: FakeSidecar) -> None:
@@ -276,10 +343,12 @@ def test_serves_healthz_and_stops_on_sigterm(tmp_path: Path) -> None:
         assert answer == {"ok": True}
         assert (tmp_path / "echo" / "dedupe.sqlite3").is_file()  # opened at start
         process.send_signal(signal.SIGTERM)
-        assert process.wait(timeout=15) == 0
+        _, stderr = process.communicate(timeout=15)
+        assert process.returncode == 0
+        # A clean stop: no traceback, no task left pending (the store's purge is stopped).
+        assert b"Traceback" not in stderr
+        assert b"Task was destroyed" not in stderr
     finally:
         if process.poll() is None:
             process.kill()
-            process.wait(timeout=5)
-        if process.stderr is not None:
-            process.stderr.close()
+            process.communicate(timeout=5)

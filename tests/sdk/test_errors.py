@@ -81,6 +81,20 @@ def test_unavailable_str() -> None:
     assert str(error) == "no answer (requestId=r, after 2 attempts)"
 
 
+def test_every_sidecar_error_has_status_code_detail_and_request_id() -> None:
+    """Errors without an HTTP answer still carry status (None), code, detail and requestId."""
+    error = SidecarUnavailable("no answer: ConnectError", request_id="r", attempts=2)
+    assert (error.status, error.code, error.detail, error.request_id) == (
+        None,
+        "sidecar_unavailable",
+        "no answer: ConnectError",
+        "r",
+    )
+    http = ServerError(status=500, code="server_error", detail=None, title="Internal")
+    assert (http.status, http.code, http.detail) == (500, "server_error", None)
+    assert str(http) == "500 server_error: Internal"
+
+
 @pytest.mark.parametrize(
     ("status", "code", "expected"),
     [

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib
+import inspect
 import subprocess
 import sys
 
@@ -71,3 +72,21 @@ def test_imports_without_starlette_or_hypercorn() -> None:
     )
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == ""
+
+
+def test_every_public_call_has_a_docstring() -> None:
+    """Each exported class and function, and each public method of the classes, says what it does."""
+    missing = []
+    for name in connector_sdk.__all__:
+        value = getattr(connector_sdk, name)
+        if not (inspect.isclass(value) or inspect.isfunction(value)):
+            continue
+        if not inspect.getdoc(value):
+            missing.append(name)
+        if inspect.isclass(value) and value.__module__.startswith("connector_sdk"):
+            for attr, member in vars(value).items():
+                if attr.startswith("_") or not inspect.isfunction(member):
+                    continue
+                if not (member.__doc__ or "").strip():
+                    missing.append(f"{name}.{attr}")
+    assert missing == []

@@ -31,6 +31,37 @@ def test_known_vector() -> None:
     assert rid == "out_weixin-main:s1:fea5e6dbd236b5bafc184924"
 
 
+def test_vector_computed_here_with_hashlib() -> None:
+    """The derived id is sha256 over ``content|inbound|peer|finish`` in UTF-8, first 24 hex."""
+    joined = "回复 | x|in-msg-7|peer-9|length"  # a '|' in the content is hashed as is
+    expected = hashlib.sha256(joined.encode("utf-8")).hexdigest()[:24]
+    rid = request_id_for(
+        "feishu-main",
+        "sess:7",
+        None,
+        content="回复 | x",
+        inbound_message_id="in-msg-7",
+        peer_id="peer-9",
+        finish_reason="length",
+    )
+    assert rid == f"out_feishu-main:sess:7:{expected}"
+    assert len(expected) == 24
+
+
+def test_channel_and_session_are_not_hashed() -> None:
+    """Only the reply's parts are hashed: the same reply in another session keeps its digest."""
+    a = request_id_for("c1", "s1", content="x", peer_id="p")
+    b = request_id_for("c2", "s2", content="x", peer_id="p")
+    assert a.removeprefix("out_c1:s1:") == b.removeprefix("out_c2:s2:")
+
+
+def test_default_finish_reason_is_stop() -> None:
+    """Leaving finish_reason out is the same as passing ``"stop"``."""
+    assert request_id_for("c", "s", content="x", peer_id="p") == request_id_for(
+        "c", "s", content="x", peer_id="p", finish_reason="stop"
+    )
+
+
 def test_none_inbound_id_hashes_as_empty() -> None:
     """A missing inbound message id is hashed as the empty string."""
     rid = request_id_for("c", "s", None, content="hello", peer_id="peer-1")

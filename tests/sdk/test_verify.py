@@ -138,6 +138,36 @@ def test_rotation_header_with_two_signatures() -> None:
     assert verifier(secrets=(SECRET_B,)).verify(headers, BODY) == EVENT
 
 
+def test_one_valid_signature_among_bad_ones() -> None:
+    """A wrong v1 signature before or after the right one does not stop it verifying."""
+    good = signed()["webhook-signature"]
+    wrong = sign_webhook(SECRET_B, EVENT.event_id, NOW, BODY)
+    for value in (f"{wrong} {good}", f"{good} {wrong}", f"v1,AAAA {good}"):
+        headers = {**signed(), "webhook-signature": value}
+        assert verifier().verify(headers, BODY) == EVENT
+
+
+def test_other_versions_are_ignored() -> None:
+    """``v1a`` and unknown versions are skipped, never verified as v1, with or without a v1."""
+    good = signed()["webhook-signature"]
+    digest = good.removeprefix("v1,")
+    headers = {**signed(), "webhook-signature": f"v1a,{digest} v2,{digest} {good}"}
+    assert verifier().verify(headers, BODY) == EVENT
+    for value in (f"v1a,{digest}", f"v2,{digest}", f"V1,{digest}"):
+        with pytest.raises(InvalidBridgeSignature, match="no v1 signature"):
+            verifier().verify({**signed(), "webhook-signature": value}, BODY)
+
+
+@pytest.mark.parametrize(
+    "body",
+    [BODY, BODY.decode("utf-8"), bytearray(BODY), memoryview(BODY)],
+    ids=["bytes", "str", "bytearray", "memoryview"],
+)
+def test_body_as_bytes_or_str(body: bytes | bytearray | memoryview | str) -> None:
+    """The raw body may be bytes, a bytes-like object, or the str it decodes to (UTF-8)."""
+    assert verifier().verify(signed(), body) == EVENT
+
+
 def test_secrets_from_the_comma_separated_env_value() -> None:
     """``BRIDGE_SIGNING_SECRET`` as one comma-separated string configures rotation."""
     env_style = BridgeVerifier(
@@ -285,7 +315,28 @@ def test_header_names_are_case_insensitive() -> None:
     """Headers given with any capitalisation, or as a list of pairs, are found."""
     headers = {name.title(): value for name, value in signed().items()}
     assert verifier().verify(headers, BODY) == EVENT
+    upper = [(name.upper(), value) for name, value in signed().items()]
+    assert verifier().verify(upper, BODY) == EVENT
     assert verifier().verify(list(signed().items()), BODY) == EVENT
+
+
+def test_framework_header_objects() -> None:
+    """Starlette's and httpx's header objects work as they are."""
+    from httpx import Headers as HttpxHeaders
+    from starlette.datastructures import Headers as StarletteHeaders
+
+    raw = [(name.title().encode(), value.encode()) for name, value in signed().items()]
+    assert verifier().verify(StarletteHeaders(raw=raw), BODY) == EVENT
+    assert verifier().verify(HttpxHeaders(signed()), BODY) == EVENT
+
+
+def test_first_of_a_repeated_header_counts() -> None:
+    """With an Authorization header given twice, the first one is the one checked."""
+    pairs = [*signed().items(), ("Authorization", "Bearer wrong")]
+    assert verifier().verify(pairs, BODY) == EVENT
+    pairs = [("authorization", "Bearer wrong"), *signed().items()]
+    with pytest.raises(InvalidBridgeToken):
+        verifier().verify(pairs, BODY)
 
 
 def test_malformed_json_is_400() -> None:

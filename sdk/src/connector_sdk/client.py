@@ -222,7 +222,10 @@ class SidecarClient:
             )
         except (httpx.UnsupportedProtocol, httpx.InvalidURL) as error:
             raise SidecarError(
-                f"cannot call the sidecar: {error}", method=method, url=path, request_id=request_id
+                f"cannot call the sidecar: {error}",
+                method=method,
+                url=f"{self.base_url}{path}",
+                request_id=request_id,
             ) from error
         except httpx.TransportError as error:
             raise SidecarUnavailable(

@@ -1,17 +1,24 @@
 """Dedupe stores: process each bridge event once, though the sidecar delivers at least once.
 
-The rules, shared by every store (:func:`_decide` is the one implementation):
+The rules, shared by every store:
 
 - the key is ``"{connection_id}:{event_id}"``;
 - a new key is processed: status ``processing``, attempts ``max(1, delivery_attempt)``;
 - ``completed``: not processed again; answer 200 (a duplicate);
 - ``processing`` for less than the processing TTL: not processed; answer 409, retry in 5 s;
 - ``processing`` for longer (the worker died) or ``failed``: processed again, attempts
-  ``max(previous + 1, delivery_attempt)``, ``last_error`` cleared.
+  ``max(previous + 1, delivery_attempt)``, ``last_error`` cleared;
+- ``complete(key, message_id)`` marks it done; ``fail(key, error)`` marks it failed, except
+  that a ``completed`` event stays completed (a late failure report must not make a
+  redelivery run the work twice).
 
 Records are kept for a retention window longer than the sidecar's retry horizon
-(``BRIDGE_MAX_AGE_SECONDS``, one day by default; seven days here) and then purged, at most
-once per purge interval, by the store itself, so it never grows without bound.
+(``BRIDGE_MAX_AGE_SECONDS``, one day by default; seven days here) and then purged by a
+background task of the store, every purge interval, so it never grows without bound. The task
+starts with ``async with store`` or the first ``begin()`` and stops on ``aclose()``.
+
+:func:`_begin`, :func:`_finish` and :func:`_merge` are the one implementation of the rules;
+each store only says how to read and write one record.
 """
 
 from __future__ import annotations
@@ -22,10 +29,11 @@ import os
 import sqlite3
 import threading
 import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Awaitable, Callable, Iterable, Iterator
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
+from functools import partial
 from pathlib import Path
 from types import TracebackType
 from typing import Final, Literal, ParamSpec, Protocol, Self, TypeVar, cast, runtime_checkable
@@ -152,17 +160,24 @@ class _Row:
         )
 
 
-def _decide(
-    row: _Row | None,
+#: How a store reads one record by key, and writes one (insert or replace).
+_Lookup = Callable[[str], _Row | None]
+_Save = Callable[[_Row], None]
+
+
+def _begin(
+    lookup: _Lookup,
+    save: _Save,
     *,
     connection_id: str,
     event_id: str,
     delivery_attempt: int,
     now: float,
     processing_ttl: float,
-) -> tuple[_Row, DedupeDecision, bool]:
-    """The rules of the module docstring: (row to keep, decision, whether the row changed)."""
+) -> DedupeDecision:
+    """The ``begin()`` rules of the module docstring; the caller holds the store's lock."""
     key = dedupe_key(connection_id, event_id)
+    row = lookup(key)
     changed = True
     if row is None:
         row = _Row(
@@ -188,8 +203,10 @@ def _decide(
             delivery_attempts=max(row.delivery_attempts + 1, delivery_attempt),
             last_error=None,
         )
+    if changed:
+        save(row)
     pending = not changed and row.status == "processing"
-    decision = DedupeDecision(
+    return DedupeDecision(
         should_process=changed,
         dedupe_key=key,
         status=row.status,
@@ -197,7 +214,36 @@ def _decide(
         retry_after_seconds=PENDING_RETRY_AFTER_SECONDS if pending else None,
         record=row.record(),
     )
-    return row, decision, changed
+
+
+def _finish(
+    lookup: _Lookup, save: _Save, key: str, status: DedupeStatus, text: str | None, now: float
+) -> None:
+    """``complete()`` (``text`` is the message id) or ``fail()`` (``text`` is the error)."""
+    row = lookup(key)
+    if row is None:
+        raise UnknownDedupeKey(key)
+    if status == "failed" and row.status == "completed":
+        # A stale worker reporting late: the work is done, and a failed record would make the
+        # next redelivery run it a second time.
+        logger.warning("dedupe: ignoring fail() of completed event %s: %s", key, text)
+        return
+    if status == "completed":
+        row = replace(row, status=status, message_id=text, last_error=None, updated_at=now)
+    else:
+        row = replace(row, status=status, last_error=_error_text(text or ""), updated_at=now)
+    save(row)  # a new object: records handed out earlier stay as they were
+
+
+def _merge(lookup: _Lookup, save: _Save, rows: Iterable[_Row]) -> int:
+    """Write imported rows, each only over an older one; returns how many were written."""
+    written = 0
+    for row in rows:
+        existing = lookup(row.key)
+        if existing is None or existing.updated_at < row.updated_at:
+            save(row)
+            written += 1
+    return written
 
 
 def _check_windows(processing_ttl: float, retention: float, purge_interval: float) -> None:
@@ -213,14 +259,127 @@ def _error_text(error: str) -> str:
     return error if len(error) <= _MAX_ERROR_CHARS else error[: _MAX_ERROR_CHARS - 1] + "…"
 
 
+# the background purge ----------------------------------------------------------------------------
+
+
+class _Purger:
+    """Calls ``purge`` every ``interval`` seconds from a task of the event loop using the store.
+
+    The task holds no lock between rounds, so it never delays a ``begin()``. It is restarted
+    when the loop it ran in has finished (a store used under one ``asyncio.run`` and then
+    another), and cancelled, and awaited, by ``stop()``.
+    """
+
+    def __init__(self, purge: Callable[[], Awaitable[int]], interval: float, name: str) -> None:
+        self._purge = purge
+        self._interval = interval
+        self._name = name
+        self._task: asyncio.Task[None] | None = None
+        self._lock = threading.Lock()  # start and stop may come from loops in several threads
+
+    def start(self) -> bool:
+        """Make sure a task runs; False when there is no asyncio loop to run it in (trio)."""
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
+            return False
+        with self._lock:
+            task = self._task
+            if task is None or task.done() or task.get_loop().is_closed():
+                self._task = loop.create_task(self._run(), name=self._name)
+        return True
+
+    async def stop(self) -> None:
+        """Cancel the task and wait until it has ended."""
+        task = self._detach()
+        if task is not None and task.get_loop() is asyncio.get_running_loop():
+            task.cancel()
+            await asyncio.wait([task])  # not `await task`: our own cancellation still counts
+
+    def stop_nowait(self) -> None:
+        """Cancel the task without waiting (from synchronous code or another thread)."""
+        self._detach()
+
+    def _detach(self) -> asyncio.Task[None] | None:
+        with self._lock:
+            task, self._task = self._task, None
+        if task is None or task.done():
+            return None
+        loop = task.get_loop()
+        try:
+            same_loop = asyncio.get_running_loop() is loop
+        except RuntimeError:
+            same_loop = False
+        if same_loop:
+            return task
+        with suppress(RuntimeError):  # the loop closed in between: its tasks are gone anyway
+            loop.call_soon_threadsafe(task.cancel)
+        return None
+
+    async def _run(self) -> None:
+        while True:
+            await asyncio.sleep(self._interval)
+            try:
+                removed = await self._purge()
+            except Exception:  # a background loop: log, and try again next round
+                logger.warning(
+                    "dedupe purge failed; next try in %gs", self._interval, exc_info=True
+                )
+            else:
+                if removed:
+                    logger.debug("dedupe purge removed %d records", removed)
+
+
+class _BaseStore:
+    """What both stores share: the windows, the clock, the background purge, ``async with``."""
+
+    def __init__(
+        self,
+        *,
+        processing_ttl_seconds: float,
+        retention_seconds: float,
+        purge_interval_seconds: float,
+        now: Callable[[], float],
+    ) -> None:
+        _check_windows(processing_ttl_seconds, retention_seconds, purge_interval_seconds)
+        self.processing_ttl_seconds = processing_ttl_seconds
+        self.retention_seconds = retention_seconds
+        self.purge_interval_seconds = purge_interval_seconds
+        self._now = now
+        self._purger = _Purger(
+            self.purge, purge_interval_seconds, name=f"dedupe-purge {type(self).__name__}"
+        )
+
+    async def __aenter__(self) -> Self:
+        self._purger.start()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.aclose()
+
+    async def aclose(self) -> None:
+        """Stop the background purge (a later ``begin()`` starts it again)."""
+        await self._purger.stop()
+
+    async def purge(self) -> int:
+        """Drop records not touched for ``retention_seconds``; returns how many."""
+        raise NotImplementedError
+
+
 # memory ------------------------------------------------------------------------------------------
 
 
-class MemoryDedupeStore:
+class MemoryDedupeStore(_BaseStore):
     """A dedupe store in this process's memory: for one-process hosts, tests and demos.
 
     A restart forgets everything, so an event delivered again after a restart is processed
-    again; use :class:`SqliteDedupeStore` when that matters.
+    again; use :class:`SqliteDedupeStore` when that matters. Close it (``aclose()`` or
+    ``async with``) to stop its background purge.
     """
 
     def __init__(
@@ -231,15 +390,16 @@ class MemoryDedupeStore:
         purge_interval_seconds: float = DEFAULT_PURGE_INTERVAL_SECONDS,
         now: Callable[[], float] = time.time,
     ) -> None:
-        _check_windows(processing_ttl_seconds, retention_seconds, purge_interval_seconds)
-        self.processing_ttl_seconds = processing_ttl_seconds
-        self.retention_seconds = retention_seconds
-        self.purge_interval_seconds = purge_interval_seconds
-        self._now = now
+        super().__init__(
+            processing_ttl_seconds=processing_ttl_seconds,
+            retention_seconds=retention_seconds,
+            purge_interval_seconds=purge_interval_seconds,
+            now=now,
+        )
         self._rows: dict[str, _Row] = {}
         # A plain lock, never held across an await: safe for tasks and for threads alike.
         self._lock = threading.Lock()
-        self._last_purge = now()
+        self._last_inline_purge = now()
 
     def __len__(self) -> int:
         return len(self._rows)
@@ -247,35 +407,41 @@ class MemoryDedupeStore:
     def __repr__(self) -> str:
         return f"MemoryDedupeStore(records={len(self._rows)})"
 
+    def _save(self, row: _Row) -> None:
+        self._rows[row.key] = row
+
     async def begin(
         self, connection_id: str, event_id: str, delivery_attempt: int = 1
     ) -> DedupeDecision:
+        """Claim the event if it should be processed now; see the module rules."""
         now = self._now()
+        if (
+            not self._purger.start()
+            and now - self._last_inline_purge >= self.purge_interval_seconds
+        ):
+            # No asyncio loop (trio): purge here instead, at most once per interval.
+            self._last_inline_purge = now
+            await self.purge()
         with self._lock:
-            self._purge_if_due(now)
-            row, decision, changed = _decide(
-                self._rows.get(dedupe_key(connection_id, event_id)),
+            return _begin(
+                self._rows.get,
+                self._save,
                 connection_id=connection_id,
                 event_id=event_id,
                 delivery_attempt=delivery_attempt,
                 now=now,
                 processing_ttl=self.processing_ttl_seconds,
             )
-            if changed:
-                self._rows[row.key] = row
-        return decision
 
     async def complete(self, dedupe_key: str, message_id: str | None = None) -> None:
+        """Mark the event processed; ``message_id`` is the host's own id for the result."""
         with self._lock:
-            row = self._row(dedupe_key)
-            row.status, row.message_id, row.last_error = "completed", message_id, None
-            row.updated_at = self._now()
+            _finish(self._rows.get, self._save, dedupe_key, "completed", message_id, self._now())
 
     async def fail(self, dedupe_key: str, error: str) -> None:
+        """Mark the event failed, so its next delivery processes it again."""
         with self._lock:
-            row = self._row(dedupe_key)
-            row.status, row.last_error = "failed", _error_text(error)
-            row.updated_at = self._now()
+            _finish(self._rows.get, self._save, dedupe_key, "failed", error, self._now())
 
     async def get(self, dedupe_key: str) -> DedupeRecord | None:
         """The record of a key, or None."""
@@ -286,28 +452,20 @@ class MemoryDedupeStore:
     async def purge(self) -> int:
         """Drop records not touched for ``retention_seconds``; returns how many."""
         with self._lock:
-            return self._purge(self._now())
+            cutoff = self._now() - self.retention_seconds
+            expired = [key for key, row in self._rows.items() if row.updated_at < cutoff]
+            for key in expired:
+                del self._rows[key]
+            return len(expired)
 
-    def _row(self, key: str) -> _Row:
-        row = self._rows.get(key)
-        if row is None:
-            raise UnknownDedupeKey(key)
-        # Copy-on-write: records handed out earlier stay as they were.
-        row = replace(row)
-        self._rows[key] = row
-        return row
+    async def import_json(self, path: str | os.PathLike[str]) -> int:
+        """Import an existing host's ``message_dedupe.json``; returns the records written.
 
-    def _purge_if_due(self, now: float) -> None:
-        if now - self._last_purge >= self.purge_interval_seconds:
-            self._purge(now)
-
-    def _purge(self, now: float) -> int:
-        self._last_purge = now
-        cutoff = now - self.retention_seconds
-        expired = [key for key, row in self._rows.items() if row.updated_at < cutoff]
-        for key in expired:
-            del self._rows[key]
-        return len(expired)
+        A record already in the store is replaced only by a newer one (``updated_at``).
+        """
+        rows = _read_import_file(Path(path), self._now())
+        with self._lock:
+            return _merge(self._rows.get, self._save, rows)
 
 
 # SQLite ------------------------------------------------------------------------------------------
@@ -377,7 +535,7 @@ class _ImportFile(msgspec.Struct):
     records: dict[str, _ImportedRecord]
 
 
-class SqliteDedupeStore:
+class SqliteDedupeStore(_BaseStore):
     """A dedupe store in a SQLite file, shared safely by tasks, threads and processes.
 
     Each decision is one ``BEGIN IMMEDIATE`` transaction (the write lock is taken before the
@@ -385,7 +543,8 @@ class SqliteDedupeStore:
     worker processes of one host can share the file. The database runs in WAL mode.
 
     The blocking SQLite calls run in worker threads (``asyncio.to_thread``): use the store
-    under asyncio, which is what Starlette, FastAPI and Hypercorn run on by default.
+    under asyncio, which is what Starlette, FastAPI and Hypercorn run on by default. Close it
+    (``aclose()`` or ``async with``) to stop its background purge and close the file.
     """
 
     def __init__(
@@ -398,38 +557,35 @@ class SqliteDedupeStore:
         busy_timeout_seconds: float = 10.0,
         now: Callable[[], float] = time.time,
     ) -> None:
-        _check_windows(processing_ttl_seconds, retention_seconds, purge_interval_seconds)
+        super().__init__(
+            processing_ttl_seconds=processing_ttl_seconds,
+            retention_seconds=retention_seconds,
+            purge_interval_seconds=purge_interval_seconds,
+            now=now,
+        )
         self.path = Path(path)
-        self.processing_ttl_seconds = processing_ttl_seconds
-        self.retention_seconds = retention_seconds
-        self.purge_interval_seconds = purge_interval_seconds
         self.busy_timeout_seconds = busy_timeout_seconds
-        self._now = now
         self._lock = threading.Lock()
         self._connection: sqlite3.Connection | None = None
-        self._last_purge = now()
 
     def __repr__(self) -> str:
         return f"SqliteDedupeStore({str(self.path)!r})"
 
     async def __aenter__(self) -> Self:
         await asyncio.to_thread(self._locked, self._open)
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.aclose()
+        return await super().__aenter__()
 
     async def aclose(self) -> None:
-        """Close the database connection (the next call opens it again)."""
-        await asyncio.to_thread(self.close)
+        """Stop the background purge and close the database (the next call opens it again)."""
+        await super().aclose()
+        await asyncio.to_thread(self._close_connection)
 
     def close(self) -> None:
         """Blocking form of :meth:`aclose`, for shutdown hooks that are not async."""
+        self._purger.stop_nowait()
+        self._close_connection()
+
+    def _close_connection(self) -> None:
         with self._lock:
             if self._connection is not None:
                 self._connection.close()
@@ -440,14 +596,18 @@ class SqliteDedupeStore:
     async def begin(
         self, connection_id: str, event_id: str, delivery_attempt: int = 1
     ) -> DedupeDecision:
+        """Claim the event if it should be processed now; see the module rules."""
+        self._purger.start()
         return await asyncio.to_thread(
             self._locked, self._begin, connection_id, event_id, delivery_attempt
         )
 
     async def complete(self, dedupe_key: str, message_id: str | None = None) -> None:
+        """Mark the event processed; ``message_id`` is the host's own id for the result."""
         await asyncio.to_thread(self._locked, self._finish, dedupe_key, "completed", message_id)
 
     async def fail(self, dedupe_key: str, error: str) -> None:
+        """Mark the event failed, so its next delivery processes it again."""
         await asyncio.to_thread(self._locked, self._finish, dedupe_key, "failed", error)
 
     async def get(self, dedupe_key: str) -> DedupeRecord | None:
@@ -456,7 +616,7 @@ class SqliteDedupeStore:
 
     async def purge(self) -> int:
         """Drop records not touched for ``retention_seconds``; returns how many."""
-        return await asyncio.to_thread(self._locked, self._purge, self._now())
+        return await asyncio.to_thread(self._locked, self._purge)
 
     async def count(self) -> int:
         """How many records the file holds."""
@@ -503,44 +663,40 @@ class SqliteDedupeStore:
         self._connection = connection
         return connection
 
-    def _select(self, connection: sqlite3.Connection, key: str) -> _Row | None:
+    @staticmethod
+    def _select(connection: sqlite3.Connection, key: str) -> _Row | None:
         found = connection.execute(_SELECT, (key,)).fetchone()
         return None if found is None else _from_sql(tuple(found))
 
+    @staticmethod
+    def _save(connection: sqlite3.Connection, row: _Row) -> None:
+        connection.execute(_UPSERT, _values(row))
+
     def _begin(self, connection_id: str, event_id: str, delivery_attempt: int) -> DedupeDecision:
         connection = self._open()
-        now = self._now()
         with _transaction(connection):
-            row, decision, changed = _decide(
-                self._select(connection, dedupe_key(connection_id, event_id)),
+            # The clock is read once the write lock is held, not before waiting for it.
+            return _begin(
+                partial(self._select, connection),
+                partial(self._save, connection),
                 connection_id=connection_id,
                 event_id=event_id,
                 delivery_attempt=delivery_attempt,
-                now=now,
+                now=self._now(),
                 processing_ttl=self.processing_ttl_seconds,
             )
-            if changed:
-                connection.execute(_UPSERT, _values(row))
-        if now - self._last_purge >= self.purge_interval_seconds:
-            try:
-                self._purge(now)
-            except sqlite3.Error:
-                # The decision is committed; a purge that found the file busy waits for the next.
-                logger.warning("dedupe purge of %s failed", self.path, exc_info=True)
-        return decision
 
     def _finish(self, key: str, status: DedupeStatus, text: str | None) -> None:
         connection = self._open()
         with _transaction(connection):
-            row = self._select(connection, key)
-            if row is None:
-                raise UnknownDedupeKey(key)
-            if status == "completed":
-                row.message_id, row.last_error = text, None
-            else:
-                row.last_error = _error_text(text or "")
-            row.status, row.updated_at = status, self._now()
-            connection.execute(_UPSERT, _values(row))
+            _finish(
+                partial(self._select, connection),
+                partial(self._save, connection),
+                key,
+                status,
+                text,
+                self._now(),
+            )
 
     def _get(self, key: str) -> DedupeRecord | None:
         row = self._select(self._open(), key)
@@ -551,25 +707,19 @@ class SqliteDedupeStore:
         assert isinstance(count, int)
         return count
 
-    def _purge(self, now: float) -> int:
-        self._last_purge = now
+    def _purge(self) -> int:
         connection = self._open()
         with _transaction(connection):
             cursor = connection.execute(
-                "DELETE FROM dedupe_records WHERE updated_at < ?", (now - self.retention_seconds,)
+                "DELETE FROM dedupe_records WHERE updated_at < ?",
+                (self._now() - self.retention_seconds,),
             )
         return cursor.rowcount
 
     def _import(self, rows: list[_Row]) -> int:
         connection = self._open()
-        written = 0
         with _transaction(connection):
-            for row in rows:
-                existing = self._select(connection, row.key)
-                if existing is None or existing.updated_at < row.updated_at:
-                    connection.execute(_UPSERT, _values(row))
-                    written += 1
-        return written
+            return _merge(partial(self._select, connection), partial(self._save, connection), rows)
 
 
 @contextmanager

@@ -95,7 +95,14 @@ class ConfigurationError(ConnectorSDKError, ValueError):
 
 
 class SidecarError(ConnectorSDKError):
-    """A call to the sidecar failed; ``attempts`` counts the tries made before giving up."""
+    """A call to the sidecar failed; ``attempts`` counts the tries made before giving up.
+
+    Every one carries ``status`` (None when no answer came), ``code``, ``detail`` and the
+    ``request_id`` of the send it was about, so one ``except SidecarError`` can log them all.
+    """
+
+    #: The code when the sidecar gave none (no answer at all).
+    default_code: ClassVar[str] = "sidecar_error"
 
     def __init__(
         self,
@@ -112,6 +119,9 @@ class SidecarError(ConnectorSDKError):
         self.url = url
         self.request_id = request_id
         self.attempts = attempts
+        self.status: int | None = None
+        self.code: str = self.default_code
+        self.detail: str | None = message
 
     def _context(self) -> str:
         parts = []
@@ -129,6 +139,8 @@ class SidecarError(ConnectorSDKError):
 
 class SidecarUnavailable(SidecarError):
     """No answer from the sidecar: the connection failed or timed out."""
+
+    default_code: ClassVar[str] = "sidecar_unavailable"
 
 
 class SidecarHTTPError(SidecarError):
@@ -159,7 +171,7 @@ class SidecarHTTPError(SidecarError):
             request_id=request_id,
             attempts=attempts,
         )
-        self.status = status
+        self.status: int = status
         self.code = code
         self.detail = detail
         self.title = title

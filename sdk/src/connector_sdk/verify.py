@@ -147,8 +147,11 @@ class BridgeVerifier:
             f"signing_secrets={len(self._secrets)}, tolerance_seconds={self.tolerance_seconds})"
         )
 
-    def verify(self, headers: Headers, body: bytes | str) -> BridgeEvent:
+    def verify(self, headers: Headers, body: bytes | bytearray | memoryview | str) -> BridgeEvent:
         """Check the request and return its event; raise a ``BridgeRequestError`` otherwise.
+
+        ``body`` is the raw body as received (the signature covers its exact bytes); a str is
+        taken as its UTF-8 encoding.
 
         Raises :class:`InvalidBridgeToken` or :class:`InvalidBridgeSignature` (401), and
         :class:`InvalidBridgeEvent` (400 malformed JSON, 422 not a BridgeEvent).
