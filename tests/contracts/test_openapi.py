@@ -102,3 +102,13 @@ def test_schemas_use_camel_case_names() -> None:
     assert {"eventId", "deliveryAttempt", "peerId", "messageId"} <= set(
         schemas["BridgeEvent"]["properties"]
     )
+
+
+def test_send_status_pending_is_documented_as_an_addition() -> None:
+    """``pending`` is documented on SendResult and on ``GET /send/{requestId}`` as an addition."""
+    document = build_openapi()
+    status = document["components"]["schemas"]["SendResult"]["properties"]["status"]
+    assert "pending (an addition)" in status["description"]
+    operation = document["paths"]["/send/{requestId}"]["get"]
+    assert "pending, an addition" in operation["description"]
+    assert "providerMessageId stays null" in operation["description"]

@@ -193,12 +193,16 @@ def test_a_backlog_drains_after_the_host_comes_back(
                 for c in range(10):
                     peer = f"peer-{c}"
                     injected[peer].append(inject(sidecar, client, "conn_down", peer, f"m-{c}-{n}"))
-        time.sleep(3)  # a few rounds of failed attempts
-        with sidecar.client() as client:
-            pending = client.get("/deliveries", params={"status": "pending", "limit": "500"})
-        items = pending.json()["items"]
+
+        def retried() -> list[dict[str, Any]] | None:
+            """The pending events, once some have failed twice (no fixed sleep: backoff is random)."""
+            with sidecar.client() as client:
+                pending = client.get("/deliveries", params={"status": "pending", "limit": "500"})
+            found: list[dict[str, Any]] = pending.json()["items"]
+            return found if max(i["attempts"] for i in found) >= 2 else None
+
+        items = wait_until(retried, timeout=30, what="events retried while the host is down")
         assert len(items) == 200
-        assert max(i["attempts"] for i in items) >= 2
         assert any("ConnectError" in (i["lastError"] or "") for i in items)
         host.start()
         wait_until(

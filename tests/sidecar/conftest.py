@@ -1,12 +1,14 @@
 """In-process sidecar fixtures: the real Starlette app with its lifespan, over httpx's ASGI transport.
 
 ``sidecar`` is an app on a fresh data directory with the sim connector only and tiny retry
-settings; ``make_sidecar(**settings)`` starts another with different settings. The retry sleeps of
-the send path are real, so tests that need an internal retry keep the budget small.
+settings; ``make_sidecar(**settings)`` starts another with different settings. A test that waits
+out retry backoffs passes ``clock=FakeClock()`` and ``sleep=clock.sleep``: sleeping then moves the
+fake clock instead of waiting.
 """
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import dataclasses
 import itertools
@@ -19,7 +21,7 @@ import pytest
 from starlette.applications import Starlette
 
 from connector_sidecar import Secret, Settings, create_app
-from connector_sidecar._clock import Clock
+from connector_sidecar._clock import Clock, Sleep
 
 TOKEN = "test-token-0123456789"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
@@ -133,10 +135,11 @@ class Sidecar:
 
 
 class FakeClock:
-    """A clock that moves only when told to (``advance``), for time-window logic."""
+    """A clock that moves only when told to (``advance``) or slept on (``sleep``)."""
 
     def __init__(self, start: float = 1_780_000_000.0) -> None:
         self.now = start
+        self.slept: list[float] = []
 
     def __call__(self) -> float:
         return self.now
@@ -144,11 +147,24 @@ class FakeClock:
     def advance(self, seconds: float) -> None:
         self.now += seconds
 
+    async def sleep(self, seconds: float) -> None:
+        """Record the wait and move the clock past it, at once."""
+        self.slept.append(seconds)
+        self.now += max(0.0, seconds)
+        await asyncio.sleep(0)
+
 
 @contextlib.asynccontextmanager
-async def running_sidecar(settings: Settings, clock: Clock | None = None) -> AsyncIterator[Sidecar]:
+async def running_sidecar(
+    settings: Settings, clock: Clock | None = None, sleep: Sleep | None = None
+) -> AsyncIterator[Sidecar]:
     """Run the app's lifespan and yield a client bound to it; stop it on exit."""
-    app = create_app(settings) if clock is None else create_app(settings, clock=clock)
+    timing: dict[str, Any] = {}
+    if clock is not None:
+        timing["clock"] = clock
+    if sleep is not None:
+        timing["sleep"] = sleep
+    app = create_app(settings, **timing)
     async with (
         app.router.lifespan_context(app),
         httpx.AsyncClient(
@@ -166,10 +182,10 @@ def make_sidecar(tmp_path: Path) -> SidecarFactory:
     """Start a sidecar with settings overrides; each call gets its own data directory."""
 
     def make(
-        *, clock: Clock | None = None, **overrides: Any
+        *, clock: Clock | None = None, sleep: Sleep | None = None, **overrides: Any
     ) -> contextlib.AbstractAsyncContextManager[Sidecar]:
         overrides.setdefault("data_dir", tmp_path / f"data{next(_ids)}")
-        return running_sidecar(make_settings(**overrides), clock)
+        return running_sidecar(make_settings(**overrides), clock, sleep)
 
     return make
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import AsyncIterator
 
 import httpx
@@ -145,6 +146,22 @@ async def test_validation_errors_name_the_field(paired: Sidecar) -> None:
     del body["requestId"]
     problem = assert_problem(await paired.client.post("/send", json=body), 422, "validation_failed")
     assert [e["path"] for e in problem["errors"]] == ["$.requestId"]
+
+
+@pytest.mark.parametrize(
+    ("path", "field"), [("/send", "metadata"), ("/connector-sessions", "options")]
+)
+async def test_deeply_nested_json_is_400_not_500(paired: Sidecar, path: str, field: str) -> None:
+    """JSON nested deeper than the decoder can follow is 400 ``invalid_json``, never a 500."""
+    depth = 100_000
+    body = send_body("out_deep") if path == "/send" else {"kind": "sim", "connectionId": "c"}
+    body.pop(field, None)
+    nested = b'{"a":' + b"[" * depth + b"]" * depth + b"}"
+    content = json.dumps(body).encode()[:-1] + f', "{field}": '.encode() + nested + b"}"
+    response = await paired.client.post(
+        path, content=content, headers={"Content-Type": "application/json"}
+    )
+    assert_problem(response, 400, "invalid_json")
 
 
 async def test_unknown_request_fields_are_ignored(paired: Sidecar) -> None:

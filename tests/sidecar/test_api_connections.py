@@ -202,6 +202,10 @@ async def test_delivery_view_fields(paired: Sidecar) -> None:
         ({"limit": "501"}, "limit"),
         ({"limit": "ten"}, "limit"),
         ({"cursor": "garbage"}, "cursor"),
+        ({"cursor": "s\u00b2"}, "cursor"),  # a superscript two: str.isdigit() says yes
+        ({"cursor": "s" + "9" * 30}, "cursor"),  # beyond SQLite's 64-bit integers
+        ({"cursor": "s" + "9" * 5000}, "cursor"),  # beyond int()'s digit limit
+        ({"limit": "9" * 5000}, "limit"),
     ],
 )
 async def test_deliveries_bad_query_is_422(

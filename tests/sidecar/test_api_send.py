@@ -3,11 +3,18 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import threading
+from pathlib import Path
 from typing import Any
 
 import pytest
 
-from .conftest import Sidecar, SidecarFactory, assert_problem, paragraphs
+from connector_sidecar import sending
+from connector_sidecar.chunking import split_text
+from connector_sidecar.drivers.base import DeferredSendError
+
+from .conftest import FakeClock, Sidecar, SidecarFactory, assert_problem, paragraphs
 
 pytestmark = pytest.mark.anyio
 
@@ -135,21 +142,29 @@ async def test_vendor_refusal_is_502_and_recorded(paired: Sidecar) -> None:
 
 
 async def test_transient_failure_is_retried_inside(make_sidecar: SidecarFactory) -> None:
-    """One transient vendor failure is retried inside the sidecar: the host sees a plain 200."""
-    async with make_sidecar(send_retry_attempts=2, send_retry_max_seconds=3.0) as sidecar:
+    """One transient vendor failure is retried inside the sidecar after a backoff: a plain 200."""
+    clock = FakeClock()
+    async with make_sidecar(
+        send_retry_attempts=2, send_retry_max_seconds=3.0, clock=clock, sleep=clock.sleep
+    ) as sidecar:
         await sidecar.pair()
         await sidecar.faults(sendFailures=1)
         response = await sidecar.send("out_retried", "x")
         assert response.status_code == 200, response.text
         assert len(await sidecar.sent()) == 1
         assert (await sidecar.faults())["sendFailures"] == 0
+        [backoff] = clock.slept
+        assert 0.5 <= backoff <= 1.0  # the first wait: 0.5 s and up to 0.5 s of jitter
 
 
 async def test_vendor_unavailable_is_503_after_bounded_retries(
     make_sidecar: SidecarFactory,
 ) -> None:
     """Still failing after the bounded retries: 503 ``provider_unavailable`` with Retry-After; a retry continues."""
-    async with make_sidecar(send_retry_attempts=2, send_retry_max_seconds=3.0) as sidecar:
+    clock = FakeClock()
+    async with make_sidecar(
+        send_retry_attempts=2, send_retry_max_seconds=3.0, clock=clock, sleep=clock.sleep
+    ) as sidecar:
         await sidecar.pair()
         await sidecar.faults(sendFailures=5)
         response = await sidecar.send("out_down", "x")
@@ -157,6 +172,7 @@ async def test_vendor_unavailable_is_503_after_bounded_retries(
         assert int(response.headers["retry-after"]) >= 1
         assert problem["requestId"] == "out_down"
         assert (await sidecar.faults())["sendFailures"] == 3  # exactly two attempts were made
+        assert len(clock.slept) == 1  # one backoff between them, and no real waiting
         await sidecar.faults(sendFailures=0)
         retried = await sidecar.send("out_down", "x")
         assert retried.status_code == 200
@@ -211,6 +227,44 @@ async def test_closed_reply_window_defers_then_sends_when_the_peer_writes(
     )
 
 
+async def test_a_partly_sent_result_names_no_provider_message_id(
+    paired: Sidecar, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Until every chunk is sent, ``providerMessageId`` is null and ``providerMessageIds`` lists
+    the chunks that did go out: a deferred send after its first chunk, and an interrupted one."""
+    driver = paired.app.state.services.runtime.drivers["sim"]
+    real_send = driver.send
+    window_closed = True
+
+    async def close_the_window_after_chunk_0(connection: Any, chunk: Any) -> str:
+        if chunk.index == 1 and window_closed:
+            raise DeferredSendError("the reply window closed half-way")
+        return str(await real_send(connection, chunk))
+
+    monkeypatch.setattr(driver, "send", close_the_window_after_chunk_0)
+    text = paragraphs(3)
+    deferred = await paired.send("out_half_deferred", text)
+    assert deferred.status_code == 202
+    [first_id] = [s["providerMessageId"] for s in await paired.sent()]
+    expected = {"status": "deferred", "providerMessageId": None, "providerMessageIds": [first_id]}
+    assert {k: deferred.json()[k] for k in expected} == expected
+    stored = (await paired.client.get("/send/out_half_deferred")).json()
+    assert {k: stored[k] for k in expected} == expected
+
+    window_closed = False
+    await paired.inbound(content="back", messageId="m-back")
+    sent = await wait_for_status(paired, "out_half_deferred", "sent")
+    assert sent["providerMessageId"] == first_id == sent["providerMessageIds"][0]
+    assert len(sent["providerMessageIds"]) == 3
+
+    await paired.faults(sendFailures=1, sendFailuresAfter=1)
+    assert (await paired.send("out_half_down", text)).status_code == 503
+    interrupted = (await paired.client.get("/send/out_half_down")).json()
+    assert (interrupted["status"], interrupted["ok"]) == ("pending", False)
+    assert interrupted["providerMessageId"] is None
+    assert len(interrupted["providerMessageIds"]) == 1
+
+
 async def test_at_most_three_deferred_per_peer(paired: Sidecar) -> None:
     """A fourth deferred send to one peer drops the oldest (``expired``); the other three go out in order."""
     await paired.faults(replyWindowClosed=True)
@@ -238,6 +292,54 @@ async def test_a_redelivered_message_does_not_flush_twice(paired: Sidecar) -> No
     await wait_for_status(paired, "out_r2", "sent")
     await asyncio.sleep(0.1)
     assert [s["requestId"] for s in await paired.sent()] == ["out_r0", "out_r1", "out_r2"]
+
+
+async def test_shutdown_lets_a_send_in_flight_finish(
+    make_sidecar: SidecarFactory, tmp_path: Path
+) -> None:
+    """A send still running at shutdown (its host hung up) finishes before the store closes."""
+    data_dir = tmp_path / "drain"
+    async with make_sidecar(data_dir=data_dir) as sidecar:
+        await sidecar.pair()
+        await sidecar.faults(sendLatencyMs=300)
+        request = asyncio.create_task(sidecar.send("out_drain", "bye"))
+        await wait_for_status(sidecar, "out_drain", "pending")
+        request.cancel()  # the host hangs up: the send goes on without it
+        with contextlib.suppress(asyncio.CancelledError):
+            await request
+    async with make_sidecar(data_dir=data_dir) as again:
+        result = (await again.client.get("/send/out_drain")).json()
+        assert (result["status"], result["ok"]) == ("sent", True)
+        assert [s["requestId"] for s in await again.sent()] == ["out_drain"]
+
+
+async def test_a_send_deferred_as_the_peer_writes_is_not_left_waiting(
+    paired: Sidecar, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A send the vendor defers while the peer's message is arriving goes out on that message,
+    not on the one after it (which may never come: the peer is waiting for this reply)."""
+    driver = paired.app.state.services.runtime.drivers["sim"]
+    real_send = driver.send
+    calls: list[int] = []
+
+    async def send_as_the_peer_writes(connection: Any, chunk: Any) -> str:
+        calls.append(chunk.index)
+        if len(calls) > 1:
+            return str(await real_send(connection, chunk))
+        # The peer writes while the vendor is still answering the first try...
+        await paired.inbound(content="are you there?", messageId="m-while-sending")
+        flushes = {t for t in asyncio.all_tasks() if t.get_name().startswith("flush:")}
+        assert flushes
+        await asyncio.wait(flushes, timeout=5)
+        # ...and the vendor, which had not seen that message yet, says the window is closed.
+        raise DeferredSendError("the reply window is closed")
+
+    monkeypatch.setattr(driver, "send", send_as_the_peer_writes)
+    response = await paired.send("out_raced", "hello")
+    assert response.json()["status"] == "deferred"
+    result = await wait_for_status(paired, "out_raced", "sent")
+    assert result["ok"] is True
+    assert [s["requestId"] for s in await paired.sent()] == ["out_raced"]
 
 
 async def test_unknown_connection_is_404(paired: Sidecar) -> None:
@@ -276,6 +378,25 @@ async def test_long_content_goes_out_in_ordered_chunks(paired: Sidecar) -> None:
     assert [s["providerMessageId"] for s in sent] == result["providerMessageIds"]
     assert "".join(s["content"] for s in sent) == text
     assert all(len(s["content"]) <= 2000 for s in sent)
+
+
+async def test_long_content_is_split_off_the_event_loop(
+    paired: Sidecar, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Splitting a long message (up to ~0.1 s of CPU) runs in a thread, not on the event loop."""
+    threads: list[str] = []
+
+    def recording_split(text: str, limit: int) -> list[str]:
+        threads.append(threading.current_thread().name)
+        return split_text(text, limit)
+
+    monkeypatch.setattr(sending, "split_text", recording_split)
+    assert (await paired.send("out_short", "short")).status_code == 200
+    assert (await paired.send("out_long_text", paragraphs(40))).status_code == 200
+    main = threading.main_thread().name
+    assert threads[0] == main  # a short text is not worth a thread hop
+    assert threads[1] != main
+    assert len(threads) == 2
 
 
 async def test_send_resumes_after_the_chunks_already_sent(paired: Sidecar) -> None:

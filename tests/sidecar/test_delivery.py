@@ -225,6 +225,15 @@ async def until(
         await asyncio.sleep(0.002)
 
 
+def read_outside(store: Store, sql: str, *params: Any) -> list[Any]:
+    """What another process reading the database sees now (from inside a host's answer)."""
+    reader = sqlite3.connect(store.db.path)
+    try:
+        return reader.execute(sql, params).fetchall()
+    finally:
+        reader.close()
+
+
 async def counts(store: Store) -> dict[str, int]:
     return await store.db.run(store.outbox.status_counts)
 
@@ -327,9 +336,7 @@ async def test_timeouts_and_connection_errors_are_retried(
 
     def decide(call: Call) -> Answer | None:
         if len(host.calls) == 2:
-            reader = sqlite3.connect(store.db.path)
-            seen.extend(reader.execute("SELECT last_status_code, last_error FROM outbox"))
-            reader.close()
+            seen.extend(read_outside(store, "SELECT last_status_code, last_error FROM outbox"))
         return None
 
     host = serve(host_mock, Host(fake_time, [error], decide=decide))
@@ -577,9 +584,7 @@ async def test_pause_holds_every_lane_and_dead_letters_nothing(
     dead_while_paused: list[int] = []
 
     def decide(call: Call) -> Answer | None:
-        reader = sqlite3.connect(store.db.path)
-        [(dead,)] = reader.execute("SELECT COUNT(*) FROM outbox WHERE status = 'dead'")
-        reader.close()
+        [(dead,)] = read_outside(store, "SELECT COUNT(*) FROM outbox WHERE status = 'dead'")
         dead_while_paused.append(dead)
         return 401 if len(host.calls) <= 8 else None
 
@@ -765,11 +770,9 @@ async def test_attempt_is_persisted_before_the_post(
     stored: list[int] = []
 
     def decide(call: Call) -> Answer | None:
-        reader = sqlite3.connect(store.db.path)
-        [(attempts,)] = reader.execute(
-            "SELECT attempts FROM outbox WHERE event_id = ?", (call.event["eventId"],)
-        ).fetchall()
-        reader.close()
+        [(attempts,)] = read_outside(
+            store, "SELECT attempts FROM outbox WHERE event_id = ?", call.event["eventId"]
+        )
         stored.append(attempts)
         return 500 if len(host.calls) < 3 else None
 
@@ -842,6 +845,68 @@ async def test_a_restart_continues_the_retry_schedule(
     await make_worker().start()
     await settled(store)
     assert host.calls[1].at >= START + 300
+
+
+class RecordingBackoff(Backoff):
+    """The real backoff, noting the failure count each delay is computed for."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.failures: list[int] = []
+
+    def delay(self, failures: int, retry_after: float | None = None) -> float:
+        self.failures.append(failures)
+        return super().delay(failures, retry_after)
+
+
+async def test_409s_stay_out_of_the_backoff_across_a_restart(
+    store: Store, make_worker: WorkerFactory, host_mock: respx.MockRouter, fake_time: FakeTime
+) -> None:
+    """After three 409s and a restart, the first real failure still backs off as a first failure."""
+    conflict = httpx.Response(409, json={"pending": True}, headers={"Retry-After": "1"})
+    host = serve(host_mock, Host(fake_time, [conflict, conflict, conflict, 500]))
+    [event_id] = await enqueue(store, ("peer-1", "m1"))
+    first = make_worker(sleep=_forever)  # it moves on only when this test moves the clock
+    await first.start()
+    for n in range(1, 4):
+
+        async def answered(n: int = n) -> bool:
+            current = await row(store, event_id)
+            return bool(current.attempts == n and current.last_status_code == 409)
+
+        await until(answered, what=f"409 number {n}")
+        if n < 3:
+            fake_time.now += 2
+            first.notify()
+    await first.stop()
+
+    backoff = RecordingBackoff()
+    await make_worker(backoff=backoff).start()
+    await settled(store)
+    assert host.attempts() == [1, 2, 3, 4, 5]
+    assert backoff.failures == [1]
+
+
+async def test_a_replay_keeps_created_at_and_the_age_limit_counts_from_it(
+    store: Store, make_worker: WorkerFactory, host_mock: respx.MockRouter, fake_time: FakeTime
+) -> None:
+    """A replayed event keeps its original createdAt; the age limit counts from the replay."""
+    host = serve(host_mock, Host(fake_time))
+    one, many = await enqueue(store, ("peer-1", "m1"), ("peer-2", "m2"))
+    created = {e: (await row(store, e)).created_at for e in (one, many)}
+    await store.db.transaction(
+        lambda c: c.execute("UPDATE outbox SET status = 'dead', last_error = 'HTTP 404'")
+    )
+    fake_time.now += 1000  # much older than the age limit below
+    worker = make_worker(bridge_max_age_seconds=100)
+    await worker.requeue(lambda c: store.outbox.replay_one(c, one))
+    await worker.requeue(
+        lambda c: store.outbox.replay_many(c, status="dead", connection_id="conn_1")
+    )
+    await worker.start()
+    assert await settled(store) == {"pending": 0, "delivered": 2, "dead": 0}
+    assert sorted(host.events()) == sorted([one, many])
+    assert {e: (await row(store, e)).created_at for e in (one, many)} == created
 
 
 # -- replay and retention -------------------------------------------------------------------------

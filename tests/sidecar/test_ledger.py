@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import sqlite3
 from pathlib import Path
 
 import pytest
 
+from connector_contracts import SendRequest, SendTarget
 from connector_sidecar.sending import vendor_key
 
 from .conftest import FakeClock, SidecarFactory, assert_problem, paragraphs
@@ -133,6 +135,36 @@ async def test_ledger_entries_live_at_least_24_hours(make_sidecar: SidecarFactor
         await sender.housekeeping()
         assert_problem(await sidecar.client.get("/send/out_old"), 404, "request_not_found")
         assert len(await sidecar.sent()) == 1
+
+
+async def test_housekeeping_purges_a_whole_day_of_old_entries(
+    make_sidecar: SidecarFactory,
+) -> None:
+    """One housekeeping pass purges every old entry, however many, and abandoned pending ones too."""
+    clock = FakeClock()
+    async with make_sidecar(clock=clock) as sidecar:
+        services = sidecar.app.state.services
+        store = services.store
+
+        def fill(conn: sqlite3.Connection) -> None:
+            for i in range(1234):
+                request = SendRequest(
+                    request_id=f"out_{i}",
+                    connection_id="conn_1",
+                    target=SendTarget(peer_id="peer-1"),
+                    content="x",
+                )
+                store.ledger.create(conn, request, 1)
+                if i % 2:  # the others stay pending: a host that got a 503 and gave up
+                    store.ledger.set_status(conn, request.request_id, "sent")
+
+        await store.db.transaction(fill)
+        clock.advance(49 * 3600)
+        await services.sender.housekeeping()
+        left = await store.db.run(
+            lambda c: c.execute("SELECT COUNT(*) FROM send_ledger").fetchone()[0]
+        )
+        assert left == 0
 
 
 async def test_deferred_sends_are_dropped_after_24_hours(make_sidecar: SidecarFactory) -> None:

@@ -44,3 +44,16 @@ async def test_the_bearer_token_and_credentials_are_never_logged(
         line = formatter.format(record) + (record.exc_text or "")
         assert TOKEN not in line, line
         assert credential not in line, line
+
+
+async def test_credentials_in_the_bridge_url_are_never_logged(
+    make_sidecar: SidecarFactory, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A BRIDGE_URL carrying a password or a query token is logged without them."""
+    caplog.set_level(logging.DEBUG)
+    url = "http://bridge-user:url-password-123@127.0.0.1:9/events?token=query-secret-456"
+    async with make_sidecar(bridge_url=url) as sidecar:
+        assert (await sidecar.client.get("/healthz")).status_code == 200
+    lines = [logging.Formatter("%(message)s").format(r) for r in caplog.records]
+    assert any("127.0.0.1:9/events" in line for line in lines), lines
+    assert not [line for line in lines if "url-password-123" in line or "query-secret-456" in line]

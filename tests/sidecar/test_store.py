@@ -49,6 +49,40 @@ async def test_migrations_are_applied_once(
     assert user_version(path) == len(MIGRATIONS)
 
 
+async def test_migration_2_keeps_the_outbox_schedule(tmp_path: Path) -> None:
+    """Upgrading a version-1 outbox keeps each event's age and counts its attempts as failures;
+    the worker's lane lookup then reads the partial index of pending events."""
+    path = tmp_path / "sidecar.sqlite3"
+    with sqlite3.connect(path) as conn:
+        conn.executescript(MIGRATIONS[0])
+        conn.execute("PRAGMA user_version = 1")
+        conn.execute(
+            "INSERT INTO outbox (event_id, connection_id, lane, status, attempts, payload,"
+            " created_at, next_attempt_at) VALUES ('evt_1', 'c', 'c\x1fp\x1f', 'pending', 3, '{}',"
+            " 1000, 2000)"
+        )
+    db = Database(path)
+    await db.open()
+    try:
+        row = await db.run(
+            lambda c: c.execute(
+                "SELECT attempts, failures, created_at, queued_at FROM outbox"
+            ).fetchone()
+        )
+        plan = await db.run(
+            lambda c: c.execute(
+                "EXPLAIN QUERY PLAN SELECT * FROM outbox WHERE lane = ? AND seq >= ?"
+                " AND status = 'pending' ORDER BY seq LIMIT 1",
+                ("c\x1fp\x1f", 0),
+            ).fetchall()
+        )
+    finally:
+        await db.close()
+    assert tuple(row) == (3, 3, 1000, 1000)
+    assert "outbox_pending_lane" in " ".join(str(step[-1]) for step in plan)
+    assert user_version(path) == len(MIGRATIONS) >= 2
+
+
 async def test_a_newer_schema_is_refused(tmp_path: Path) -> None:
     """A database written by a newer sidecar (higher user_version) is refused, not downgraded."""
     path = tmp_path / "sidecar.sqlite3"
@@ -90,6 +124,25 @@ async def test_second_sidecar_on_the_same_data_dir_refuses_to_start(
             async with second.router.lifespan_context(second):
                 pass
         assert (await first.client.get("/healthz")).status_code == 200
+
+
+async def test_updates_refuse_unknown_columns(make_sidecar: SidecarFactory) -> None:
+    """A connection or session update naming an unknown column or created_at is refused."""
+    async with make_sidecar() as sidecar:
+        view = await sidecar.pair()
+        store = sidecar.app.state.services.store
+        for update, key in (
+            (store.connections.update, "conn_1"),
+            (store.sessions.update, view["sessionId"]),
+        ):
+            for field in ("no_such_field", "created_at", "status = 'x', kind"):
+                with pytest.raises(ValueError, match="unknown"):
+                    await store.db.transaction(
+                        lambda c, u=update, k=key, f=field: u(c, k, **{f: 1})
+                    )
+        connection = await store.db.run(store.connections.get, "conn_1")
+        assert connection is not None
+        assert connection.status == "connected"
 
 
 async def test_concurrent_writes_never_see_database_is_locked(tmp_path: Path) -> None:

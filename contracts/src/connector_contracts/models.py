@@ -73,7 +73,8 @@ TERMINAL_SESSION_STATUSES: frozenset[str] = frozenset(
 ConnectionStatus = Literal[
     "pairing", "connected", "reconnecting", "auth_expired", "logged_out", "error"
 ]
-SendStatus = Literal["sent", "deferred", "failed", "expired"]
+SendStatus = Literal["sent", "deferred", "failed", "expired", "pending"]
+"""CONTRACT §4's statuses, and ``pending`` (an addition): in progress, or interrupted."""
 DeliveryStatus = Literal["pending", "delivered", "dead"]
 
 
@@ -199,9 +200,26 @@ class SendRequest(Wire):
 
 
 class SendResult(Wire):
+    """The result of a send (CONTRACT §4), from ``POST /send`` or ``GET /send/{requestId}``.
+
+    ``status`` is ``sent``, ``deferred`` (waiting for the peer to write again; ``ok`` is true),
+    ``failed`` (the vendor refused it), ``expired`` (a deferred send dropped), or, an addition to
+    the contract's list, ``pending``: in progress, or interrupted (a 503, a restart) and resumed
+    by a retry with the same requestId. ``providerMessageId`` is the vendor id of the first chunk
+    once the whole message is ``sent``, else null; ``providerMessageIds`` lists the chunks that
+    reached the vendor so far, in order, whatever the status.
+    """
+
     ok: bool
     request_id: str
-    status: str
+    status: Annotated[
+        str,
+        msgspec.Meta(
+            description="sent, deferred, failed, expired; or pending (an addition): in progress"
+            " or interrupted, resumed by a retry with the same requestId",
+            examples=["sent", "deferred", "failed", "expired", "pending"],
+        ),
+    ]
     provider_message_id: str | None = None
     provider_message_ids: list[str] = msgspec.field(default_factory=list)
     duplicate: bool = False

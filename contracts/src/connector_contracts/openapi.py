@@ -17,6 +17,7 @@ class Route(msgspec.Struct, frozen=True, kw_only=True):
     summary: str
     tag: str
     response: type[Any] | None
+    description: str | None = None
     status: int = 200
     request: type[Any] | None = None
     body_optional: bool = False  # routes whose body is ``{}`` and may be left out
@@ -130,6 +131,10 @@ ROUTES: tuple[Route, ...] = (
         method="get",
         path="/send/{requestId}",
         summary="A send's result as it stands",
+        description="status is sent, deferred, failed or expired (CONTRACT §4), or pending, an"
+        " addition: the send is in progress, or was interrupted (a 503, a restart) and a retry with"
+        " the same requestId resumes it after the chunks already sent. providerMessageId stays"
+        " null until the whole message is sent; providerMessageIds lists the chunks sent so far.",
         tag="send",
         response=m.SendResult,
         errors=(404,),
@@ -254,6 +259,8 @@ def build_openapi(*, version: str = "1.0.0", server_url: str | None = None) -> d
             "summary": route.summary,
             "tags": [route.tag],
         }
+        if route.description:
+            op["description"] = route.description
         params = [
             {"name": name.strip("{}"), "in": "path", "required": True, "schema": {"type": "string"}}
             for name in route.path.split("/")

@@ -3,16 +3,19 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 
 from connector_contracts import format_timestamp
 
-__all__ = ["Clock", "iso_ms", "now_ms", "system_clock"]
+__all__ = ["Clock", "Sleep", "iso_ms", "now_ms", "system_clock"]
 
 Clock = Callable[[], float]
 """Returns Unix seconds, like ``time.time``."""
 
 system_clock: Clock = time.time
+
+Sleep = Callable[[float], Awaitable[None]]
+"""Waits that many seconds, like ``asyncio.sleep``; a test's may move its clock instead."""
 
 
 def now_ms(clock: Clock = system_clock) -> int:

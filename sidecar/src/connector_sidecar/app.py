@@ -19,7 +19,7 @@ from starlette.responses import Response
 from starlette.routing import BaseRoute
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from connector_sidecar._clock import Clock, system_clock
+from connector_sidecar._clock import Clock, Sleep, system_clock
 from connector_sidecar._secret import Secret
 from connector_sidecar.api import connections, connectors, deliveries, health, send, sessions
 from connector_sidecar.api._common import Services
@@ -35,6 +35,7 @@ __all__ = ["create_app"]
 
 log = logging.getLogger(__name__)
 HOUSEKEEPING_SECONDS = 600.0
+SHUTDOWN_GRACE_SECONDS = 5.0  # for sends and bridge POSTs in flight; hypercorn allows 10 s
 
 
 class BearerAuth:
@@ -89,16 +90,25 @@ async def _unexpected(request: Request, exc: Exception) -> Response:
     )
 
 
-def create_app(settings: Settings, *, clock: Clock = system_clock) -> Starlette:
+def create_app(
+    settings: Settings, *, clock: Clock = system_clock, sleep: Sleep = asyncio.sleep
+) -> Starlette:
+    """The sidecar as an ASGI app; its lifespan runs the drivers and the delivery worker.
+
+    ``clock`` and ``sleep`` reach the store, the send retries and the delivery worker, so a
+    test can run retry backoffs without waiting (a ``sleep`` that moves its ``clock``).
+    """
     store = Store(Database(settings.database_path), clock)
     runtime = Runtime(settings, store, clock)
     for kind in settings.connectors:
         runtime.add_driver(DRIVER_CLASSES[kind](runtime.ctx))
-    svc = Services(settings=settings, store=store, runtime=runtime, sender=Sender(runtime))
-    worker = DeliveryWorker(settings, store, clock=clock)
+    sender = Sender(runtime, sleep=sleep)
+    worker = DeliveryWorker(
+        settings, store, clock=clock, sleep=sleep, shutdown_grace_seconds=SHUTDOWN_GRACE_SECONDS
+    )
     runtime.on_outbox(worker.notify)
+    svc = Services(settings=settings, store=store, runtime=runtime, sender=sender, delivery=worker)
     svc.readiness_checks.append(worker.readiness)
-    svc.extras[deliveries.WORKER_KEY] = worker
 
     driver_routes: list[BaseRoute] = [r for d in runtime.drivers.values() for r in d.routes()]
     routes: list[BaseRoute] = [
@@ -128,8 +138,9 @@ def create_app(settings: Settings, *, clock: Clock = system_clock) -> Starlette:
             yield
             housekeeping.cancel()
         finally:
-            # The worker first: a POST it cancels leaves its event pending for the next start.
-            await worker.stop()
+            # Sends and bridge POSTs in flight finish (for a grace) before the drivers and the
+            # store close; what is cut then stays pending, to resume after the next start.
+            await asyncio.gather(sender.drain(SHUTDOWN_GRACE_SECONDS), worker.stop())
             await runtime.stop()
             await store.db.close()
             log.info("sidecar stopped")

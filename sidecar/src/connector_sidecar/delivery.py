@@ -28,7 +28,8 @@ Attempts and answers
     pause the whole bridge (``/readyz`` says why) and probe every ``probe_seconds`` with one
     event until the host accepts again, dead-lettering nothing; any other 4xx is dead at once.
     An event older than ``BRIDGE_MAX_AGE_SECONDS`` is dead-lettered when it next comes up.
-    Retry times live in the outbox (``next_attempt_at``), so a restart continues the schedule.
+    Retry times and failure counts live in the outbox (``next_attempt_at``, ``failures``), so a
+    restart continues the schedule, and the 409s before it still do not widen the backoff.
 
 Crash safety
     An event in flight when the process dies is still ``pending``: after a restart it is sent
@@ -44,7 +45,8 @@ import email.utils
 import heapq
 import logging
 import sqlite3
-from collections.abc import Awaitable, Callable
+import urllib.parse
+from collections.abc import Callable
 from typing import Any, Final, Literal, TypeVar
 
 import httpx
@@ -52,7 +54,7 @@ import msgspec
 from tenacity import RetryCallState, Retrying, wait_random_exponential
 
 from connector_contracts import encode
-from connector_sidecar._clock import Clock, now_ms, system_clock
+from connector_sidecar._clock import Clock, Sleep, now_ms, system_clock
 from connector_sidecar.config import Settings
 from connector_sidecar.signing import Signer
 from connector_sidecar.store import Store
@@ -69,7 +71,6 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
-Sleep = Callable[[float], Awaitable[None]]
 
 BACKOFF_BASE_SECONDS: Final = 0.5
 BACKOFF_CAP_SECONDS: Final = 60.0
@@ -114,6 +115,17 @@ def parse_retry_after(value: str | None, now: float) -> float | None:
     if seconds != seconds or seconds < 0:  # NaN or negative
         return None
     return seconds
+
+
+def _loggable_url(url: str) -> str:
+    """``url`` without what may hold a credential: the user and password, the query string."""
+    parts = urllib.parse.urlsplit(url)
+    host = parts.hostname or ""
+    if ":" in host:
+        host = f"[{host}]"
+    netloc = host if parts.port is None else f"{host}:{parts.port}"
+    query = "?…" if parts.query else ""
+    return urllib.parse.urlunsplit((parts.scheme, netloc, parts.path, "", "")) + query
 
 
 def _excerpt(body: bytes) -> str:
@@ -234,6 +246,7 @@ class _Answer:
     status_code: int | None
     error: str | None
     next_attempt_at: int | None
+    failed: bool
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -299,7 +312,6 @@ class DeliveryWorker:
         self._done: list[_Done] = []
         self._answers: list[tuple[_Answer, asyncio.Future[LaneHead | None]]] = []
         self._writer: asyncio.Task[None] | None = None
-        self._conflicts: dict[str, int] = {}  # eventId -> 409s seen: they are not failures
         self._high_seq = 0
         self._scan_all = True
         self._scan_new = False
@@ -362,7 +374,7 @@ class DeliveryWorker:
         self._main = asyncio.create_task(self._run(), name="delivery")
         log.info(
             "delivering to %s, %d conversations at a time%s",
-            self.settings.bridge_url,
+            _loggable_url(self.settings.bridge_url or ""),
             self._concurrency,
             ", signed" if self._signer else "",
         )
@@ -545,7 +557,6 @@ class DeliveryWorker:
     def _apply_claim(self, claim: Claim) -> None:
         self.stats.dead += len(claim.expired)
         for event_id in claim.expired:
-            self._conflicts.pop(event_id, None)
             log.warning("event %s dead-lettered: older than BRIDGE_MAX_AGE_SECONDS", event_id)
         if claim.row is not None:
             self._in_flight[claim.lane] = asyncio.create_task(
@@ -656,7 +667,7 @@ class DeliveryWorker:
 
     async def _record(self, row: OutboxRow, verdict: Verdict) -> LaneHead | None:
         now = now_ms(self._clock)
-        status, next_at = "pending", None
+        status, next_at, failed = "pending", None, False
         if verdict.action == "delivered":
             status = "delivered"
             self.stats.delivered += 1
@@ -668,8 +679,8 @@ class DeliveryWorker:
             next_at = now  # the pause holds it back; once the host accepts again it goes first
         else:
             if verdict.action == "conflict":
+                # Not a failure: the host is busy with an earlier attempt.
                 self.stats.conflicts += 1
-                self._conflicts[row.event_id] = self._conflicts.get(row.event_id, 0) + 1
                 delay = max(
                     CONFLICT_MIN_SECONDS,
                     min(
@@ -681,15 +692,11 @@ class DeliveryWorker:
                 )
             else:
                 self.stats.retried += 1
-                # 409s are not failures. They are remembered in memory only: after a restart the
-                # window may start a few doublings wider, which the 60 s cap bounds.
-                failures = row.attempts - self._conflicts.get(row.event_id, 0)
-                delay = self._backoff.delay(failures, verdict.retry_after)
+                failed = True
+                delay = self._backoff.delay(row.failures + 1, verdict.retry_after)
             # Never later than the age limit, so an event is dead-lettered on time.
-            next_at = min(now + int(delay * 1000), row.created_at + self._max_age_ms)
-        if status != "pending":
-            self._conflicts.pop(row.event_id, None)
-        answer = _Answer(row, status, verdict.status_code, verdict.error, next_at)
+            next_at = min(now + int(delay * 1000), row.queued_at + self._max_age_ms)
+        answer = _Answer(row, status, verdict.status_code, verdict.error, next_at, failed)
         result: asyncio.Future[LaneHead | None] = asyncio.get_running_loop().create_future()
         self._answers.append((answer, result))
         if self._writer is None or self._writer.done():
@@ -725,6 +732,7 @@ class DeliveryWorker:
                 status_code=a.status_code,
                 error=a.error,
                 next_attempt_at=a.next_attempt_at,
+                failed=a.failed,
             )
             for a in answers
         ]

@@ -18,6 +18,7 @@ T = TypeVar("T")
 __all__ = [
     "MAX_BODY_BYTES",
     "ApiProblem",
+    "field_problem",
     "problem_response",
     "read_body",
     "read_json",
@@ -85,6 +86,11 @@ def validation_problem(exc: msgspec.ValidationError, *, root: str = "$") -> ApiP
     missing = _MISSING.search(message)
     if missing:
         path = f"{path}.{missing.group(1)}"
+    return field_problem(path, message)
+
+
+def field_problem(path: str, message: str) -> ApiProblem:
+    """A 422 ``validation_failed`` about one field, named by its JSON path."""
     return ApiProblem(
         422,
         "validation_failed",
@@ -129,3 +135,6 @@ async def read_json(request: Request, type_: type[T], *, empty_ok: bool = False)
         raise validation_problem(exc) from None
     except msgspec.DecodeError as exc:
         raise ApiProblem(400, "invalid_json", f"malformed JSON: {exc}") from None
+    except RecursionError:
+        # msgspec follows nesting with the C stack; 1 MiB of "[" goes deeper than it may.
+        raise ApiProblem(400, "invalid_json", "malformed JSON: nested too deeply") from None

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
@@ -16,7 +17,7 @@ import httpx
 
 from connector_sidecar._clock import Clock
 from connector_sidecar.config import Settings
-from connector_sidecar.drivers.base import Driver
+from connector_sidecar.drivers.base import Driver, SessionClosedError
 from connector_sidecar.store import (
     ConnectionRecord,
     EnqueueResult,
@@ -151,6 +152,9 @@ class Runtime:
         """A background task kept alive until it ends or the runtime stops."""
         task = asyncio.ensure_future(coro)
         task.set_name(name)
+        if self._stopping:
+            task.cancel()  # stop() has already collected its tasks; this one would outlive it
+            return task
         self._background.add(task)
         task.add_done_callback(self._background.discard)
         task.add_done_callback(_log_failure)
@@ -293,6 +297,8 @@ class Runtime:
             await driver.pair(session)
         except asyncio.CancelledError:
             raise
+        except SessionClosedError as exc:
+            log.info("%s", exc)
         except Exception as exc:
             log.exception("pairing session %s failed", session.session_id)
             current = await self.ctx.get_session(session.session_id)
@@ -320,10 +326,23 @@ class Runtime:
         credentials: dict[str, Any],
         metadata: dict[str, Any],
     ) -> ConnectionRecord:
+        # Shielded: once the new login is stored, its inbound loop must start even if the
+        # pairing task that confirmed it is cancelled meanwhile (a host's cancel, a re-pair).
+        # stop() still cancels it: the next start finds the connection live in the store.
+        login = _Login(account_id, display_name, credentials, metadata)
+        task = asyncio.ensure_future(self._store_login(session_id, login))
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+        task.add_done_callback(_mark_seen)
+        return await asyncio.shield(task)
+
+    async def _store_login(self, session_id: str, login: _Login) -> ConnectionRecord:
         def work(conn: Any) -> tuple[ConnectionRecord, bool]:
             session = self.store.sessions.get(conn, session_id)
             if session is None:
                 raise KeyError(session_id)
+            if session.is_terminal:
+                raise SessionClosedError(session)
             previous = self.store.connections.get(conn, session.connection_id)
             repair = previous is not None and bool(previous.credentials)
             if repair:
@@ -333,9 +352,9 @@ class Runtime:
                 conn,
                 session.connection_id,
                 status="connected",
-                account_id=account_id,
-                display_name=display_name,
-                credentials=credentials,
+                account_id=login.account_id,
+                display_name=login.display_name,
+                credentials=login.credentials,
                 options={k: v for k, v in session.options.items() if not _is_secret_key(k)},
                 last_error=None,
             )
@@ -343,27 +362,60 @@ class Runtime:
                 conn,
                 session_id,
                 status="connected",
-                account_id=account_id,
-                vendor_name=display_name,
+                account_id=login.account_id,
+                vendor_name=login.display_name,
                 error=None,
-                metadata={"stateRef": f"sqlite:connections/{session.connection_id}", **metadata},
+                metadata={
+                    "stateRef": f"sqlite:connections/{session.connection_id}",
+                    **login.metadata,
+                },
             )
             return record, repair
 
-        record, repair = await self.store.db.transaction(work)
+        session = await self.ctx.get_session(session_id)
+        if session is None:
+            raise KeyError(session_id)
+        if session.is_terminal:
+            raise SessionClosedError(session)
+        previous = await self.ctx.get_connection(session.connection_id)
+        # The old login's inbound loop stops before the reset: a poll it has in hand could
+        # otherwise store the old login's cursor on top of the reset state.
+        await self.stop_connection(session.connection_id)
+        try:
+            record, repair = await self.store.db.transaction(work)
+        except Exception:
+            if previous is not None and previous.is_live:
+                self.start_connection(previous)  # refused: the old login goes on
+            raise
         log.info(
             "connection %s %s as %s",
             record.connection_id,
             "re-paired" if repair else "connected",
-            account_id,
+            login.account_id,
         )
         self.start_connection(record)
         return record
 
 
+@dataclasses.dataclass(frozen=True)
+class _Login:
+    """A vendor login a pairing session confirmed, on its way to the store."""
+
+    account_id: str
+    display_name: str | None
+    credentials: dict[str, Any] = dataclasses.field(repr=False)
+    metadata: dict[str, Any]
+
+
 def _is_secret_key(key: str) -> bool:
     lowered = key.lower()
     return any(word in lowered for word in ("secret", "token", "password", "key"))
+
+
+def _mark_seen(task: asyncio.Future[Any]) -> None:
+    """Retrieve a shielded task's exception: its caller may have been cancelled meanwhile."""
+    if not task.cancelled():
+        task.exception()
 
 
 def _log_failure(task: asyncio.Task[Any]) -> None:

@@ -10,11 +10,12 @@ a crash or a 503 the next attempt continues after the chunks already sent.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import hashlib
 import logging
 import math
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 import msgspec
@@ -28,6 +29,7 @@ from tenacity import (
 from tenacity.wait import wait_base, wait_exponential, wait_random
 
 from connector_contracts import SendRequest, SendResult
+from connector_sidecar._clock import Sleep
 from connector_sidecar.chunking import split_text
 from connector_sidecar.drivers.base import (
     DeferredSendError,
@@ -49,10 +51,11 @@ log = logging.getLogger(__name__)
 MAX_DEFERRED_PER_PEER = 3
 DEFERRED_TTL_MS = 24 * 3600 * 1000
 LEDGER_RETENTION_MS = 48 * 3600 * 1000  # the contract promises at least 24 h
+PURGE_BATCH_SIZE = 500
+PURGE_MAX_BATCHES = 2000  # a bound, not a plan: a million entries per housekeeping pass
 UNAVAILABLE_RETRY_AFTER = 10
 IN_PROGRESS_RETRY_AFTER = 2
-
-Sleep = Callable[[float], Awaitable[None]]
+LONG_CONTENT = 20_000  # characters; shorter texts split in about a millisecond
 
 
 def vendor_key(request_id: str, index: int, max_length: int = 50) -> str:
@@ -60,6 +63,14 @@ def vendor_key(request_id: str, index: int, max_length: int = 50) -> str:
     suffix = f"-{index}"
     digest = hashlib.sha256(f"{request_id}\n{index}".encode()).hexdigest()
     return digest[: max(8, min(40, max_length - len(suffix)))] + suffix
+
+
+@dataclasses.dataclass
+class _PeerWatch:
+    """Sends in flight to one peer, and how many messages the peer wrote meanwhile."""
+
+    sends: int = 0
+    messages: int = 0
 
 
 @dataclasses.dataclass(frozen=True)
@@ -86,36 +97,35 @@ class _WaitRetryAfter(wait_base):
         return delay
 
 
+# The HTTP status and ``ok`` of each ledger status, as POST /send answers it (GET is always 200).
+_ANSWERS: dict[str, tuple[int, bool]] = {
+    "sent": (200, True),
+    "deferred": (202, True),
+    "failed": (502, False),
+    "expired": (200, False),
+    "pending": (202, False),  # in progress or interrupted: an addition to CONTRACT §4's statuses
+}
+
+
 def stored_result(entry: LedgerEntry, *, duplicate: bool) -> SendOutcome:
-    """The answer a ledger entry stands for (a final one, or the current state for GET)."""
+    """The answer a ledger entry stands for (a final one, or the current state for GET).
+
+    ``providerMessageId`` names the message only once all of it reached the vendor (``sent``);
+    until then it is null, as CONTRACT §4 shows for a deferred send, and ``providerMessageIds``
+    lists the chunks that did go out.
+    """
+    status = entry.status if entry.status in _ANSWERS else "pending"
+    status_code, ok = _ANSWERS[status]
     ids = list(entry.provider_ids)
-    first = ids[0] if ids else None
-    if entry.status == "sent":
-        return SendOutcome(200, _result(entry, "sent", ids, first, ok=True, duplicate=duplicate))
-    if entry.status == "deferred":
-        return SendOutcome(
-            202, _result(entry, "deferred", ids, first, ok=True, duplicate=duplicate)
-        )
-    if entry.status == "failed":
-        return SendOutcome(502, _result(entry, "failed", ids, first, ok=False, duplicate=duplicate))
-    if entry.status == "expired":
-        return SendOutcome(
-            200, _result(entry, "expired", ids, first, ok=False, duplicate=duplicate)
-        )
-    return SendOutcome(202, _result(entry, "pending", ids, first, ok=False, duplicate=duplicate))
-
-
-def _result(
-    entry: LedgerEntry, status: str, ids: list[str], first: str | None, *, ok: bool, duplicate: bool
-) -> SendResult:
-    return SendResult(
+    result = SendResult(
         ok=ok,
         request_id=entry.request_id,
         status=status,
-        provider_message_id=first,
+        provider_message_id=ids[0] if status == "sent" and ids else None,
         provider_message_ids=ids,
         duplicate=duplicate,
     )
+    return SendOutcome(status_code, result)
 
 
 def chunks_for(driver: Driver, request: SendRequest) -> list[str]:
@@ -123,6 +133,14 @@ def chunks_for(driver: Driver, request: SendRequest) -> list[str]:
     blank lines) is left out: vendors refuse blank messages, and chat clients trim them anyway."""
     text = driver.prepare_text(request.content, request.message_type)
     return [chunk for chunk in split_text(text, driver.chunk_limit) if chunk.strip()]
+
+
+async def split_for(driver: Driver, request: SendRequest) -> list[str]:
+    """:func:`chunks_for`, in a thread for long content: up to 200,000 characters take ~0.1 s
+    of CPU, which would stall every other request and the delivery worker."""
+    if len(request.content) <= LONG_CONTENT:
+        return chunks_for(driver, request)
+    return await asyncio.to_thread(chunks_for, driver, request)
 
 
 def rejected_problem(entry: LedgerEntry) -> ApiProblem:
@@ -142,6 +160,10 @@ class Sender:
         self._sleep = sleep
         self._inflight: dict[str, tuple[str, asyncio.Future[SendOutcome]]] = {}
         self._peer_locks: dict[tuple[str, str], tuple[asyncio.Lock, int]] = {}
+        # Only peers with a send in flight: it never outgrows the sends running.
+        self._watches: dict[tuple[str, str], _PeerWatch] = {}
+        self._tasks: set[asyncio.Future[Any]] = set()  # sends and flushes, for drain()
+        self._draining = False
         runtime.on_inbound(self._on_inbound)
 
     # -- POST /send -------------------------------------------------------------------------------
@@ -182,8 +204,30 @@ class Sender:
         )
         self._inflight[request.request_id] = (fingerprint, future)
         future.add_done_callback(lambda done: self._finished(request.request_id, done))
+        self._track(future)
         # Shield: a host that hangs up does not stop a send half-way; the ledger finishes it.
         return await asyncio.shield(future)
+
+    def _track(self, future: asyncio.Future[Any]) -> None:
+        self._tasks.add(future)
+        future.add_done_callback(self._tasks.discard)
+
+    async def drain(self, grace: float) -> None:
+        """At shutdown: let sends and flushes in flight finish for ``grace`` seconds, then cancel.
+
+        A send whose host hung up still runs (it is shielded); the store must not close under
+        it. One cancelled after the grace stays ``pending``: a retry resumes it, and the vendor
+        key keeps a chunk that did reach the vendor from being posted twice.
+        """
+        self._draining = True
+        running = list(self._tasks)
+        if not running:
+            return
+        _, unfinished = await asyncio.wait(running, timeout=grace)
+        for future in unfinished:
+            future.cancel()
+        # Outcomes were delivered to their callers (or marked seen by _finished) already.
+        await asyncio.gather(*running, return_exceptions=True)
 
     def _finished(self, request_id: str, future: asyncio.Future[SendOutcome]) -> None:
         self._inflight.pop(request_id, None)
@@ -230,7 +274,7 @@ class Sender:
                 f"connector {connection.kind!r} is not enabled",
                 request_id=request.request_id,
             )
-        chunks = chunks_for(driver, request)
+        chunks = await split_for(driver, request)
         if not chunks:
             raise ApiProblem(
                 422,
@@ -257,6 +301,31 @@ class Sender:
         driver: Driver,
         chunks: Sequence[str],
     ) -> SendOutcome:
+        with self._watch_peer(entry.connection_id, entry.peer_id) as peer_wrote:
+            return await self._send_chunks(entry, connection, driver, chunks, peer_wrote)
+
+    @contextlib.contextmanager
+    def _watch_peer(self, connection_id: str, peer_id: str) -> Iterator[Callable[[], bool]]:
+        """While a send to this peer runs: a check whether the peer has written since it began."""
+        key = (connection_id, peer_id)
+        watch = self._watches.setdefault(key, _PeerWatch())
+        watch.sends += 1
+        before = watch.messages
+        try:
+            yield lambda: watch.messages != before
+        finally:
+            watch.sends -= 1
+            if watch.sends == 0:
+                del self._watches[key]
+
+    async def _send_chunks(
+        self,
+        entry: LedgerEntry,
+        connection: ConnectionRecord,
+        driver: Driver,
+        chunks: Sequence[str],
+        peer_wrote: Callable[[], bool],
+    ) -> SendOutcome:
         request = entry.request
         for index in range(len(entry.provider_ids), len(chunks)):
             chunk = OutboundChunk(
@@ -279,6 +348,10 @@ class Sender:
                 raise rejected_problem(entry) from None
             except DeferredSendError as exc:
                 entry = await self._defer(entry, str(exc))
+                if peer_wrote():
+                    # The peer wrote while the vendor answered "window closed": the flush
+                    # that message started may have looked before this send was parked.
+                    self._spawn_flush(entry.connection_id, entry.peer_id)
                 return stored_result(entry, duplicate=False)
             except LoginExpiredError as exc:
                 await self.runtime.set_status(
@@ -382,9 +455,17 @@ class Sender:
     ) -> None:
         peers = {r.message.peer_id for r in results if r.inserted}
         for peer_id in peers:
-            self.runtime.spawn(
-                self.flush_deferred(connection.connection_id, peer_id), name=f"flush:{peer_id}"
-            )
+            watch = self._watches.get((connection.connection_id, peer_id))
+            if watch is not None:
+                watch.messages += 1
+            self._spawn_flush(connection.connection_id, peer_id)
+
+    def _spawn_flush(self, connection_id: str, peer_id: str) -> None:
+        if self._draining:
+            return  # deferred sends wait in the ledger; the peer's next message flushes them
+        self._track(
+            self.runtime.spawn(self.flush_deferred(connection_id, peer_id), name=f"flush:{peer_id}")
+        )
 
     async def flush_deferred(self, connection_id: str, peer_id: str) -> int:
         """Send what waited for this peer, oldest first; stop at the first that defers again."""
@@ -417,7 +498,7 @@ class Sender:
             driver = self.runtime.drivers.get(connection.kind)
             if driver is None:
                 break
-            chunks = chunks_for(driver, entry.request)
+            chunks = await split_for(driver, entry.request)
             try:
                 outcome = await self._deliver(entry, connection, driver, chunks)
             except ApiProblem as problem:
@@ -433,12 +514,25 @@ class Sender:
     # -- housekeeping -----------------------------------------------------------------------------
 
     async def housekeeping(self) -> None:
-        """Expire deferred sends older than 24 h and purge final ledger entries older than 48 h."""
+        """Expire deferred sends older than 24 h and purge ledger entries untouched for 48 h.
+
+        The purge runs in small transactions until nothing old is left (bounded), so a busy day's
+        entries go in one pass without holding the database thread for long.
+        """
         now = int(self.runtime.clock() * 1000)
         expired = await self.store.db.transaction(
             self.store.ledger.expire_deferred, now - DEFERRED_TTL_MS
         )
-        purged = await self.store.db.transaction(self.store.ledger.purge, now - LEDGER_RETENTION_MS)
+        purged = 0
+        for _ in range(PURGE_MAX_BATCHES):
+            batch = await self.store.db.transaction(
+                lambda c: self.store.ledger.purge(
+                    c, now - LEDGER_RETENTION_MS, limit=PURGE_BATCH_SIZE
+                )
+            )
+            purged += batch
+            if batch < PURGE_BATCH_SIZE:
+                break
         if expired or purged:
             log.info(
                 "ledger housekeeping: %d deferred sends expired, %d old entries purged",

@@ -11,6 +11,7 @@ from starlette.responses import Response
 
 from connector_contracts import encode
 from connector_sidecar.config import Settings
+from connector_sidecar.delivery import DeliveryWorker
 from connector_sidecar.runtime import Runtime
 from connector_sidecar.store import Store
 
@@ -25,12 +26,14 @@ ReadinessCheck = Callable[[], str | None]
 
 @dataclasses.dataclass(kw_only=True)
 class Services:
+    """What the routes use, built once by ``create_app``."""
+
     settings: Settings
     store: Store
     runtime: Runtime
     sender: Sender
+    delivery: DeliveryWorker | None = None  # None: replays run as plain transactions
     readiness_checks: list[ReadinessCheck] = dataclasses.field(default_factory=list)
-    extras: dict[str, Any] = dataclasses.field(default_factory=dict)
 
 
 def services(request: Request) -> Services:

@@ -23,7 +23,7 @@ async def list_connections(request: Request) -> Response:
     svc = services(request)
 
     def work(conn: Any) -> ConnectionList:
-        counts = svc.store.connections.delivery_counts(conn)
+        counts = svc.store.outbox.delivery_counts(conn)
         return ConnectionList(
             items=[
                 connection_view(c, counts.get(c.connection_id, (0, 0)))
@@ -42,7 +42,7 @@ async def get_connection(request: Request) -> Response:
         connection = svc.store.connections.get(conn, connection_id)
         if connection is None:
             return None
-        counts = svc.store.connections.delivery_counts(conn)
+        counts = svc.store.outbox.delivery_counts(conn, connection_id)
         return connection_view(connection, counts.get(connection_id, (0, 0)))
 
     view = await svc.store.db.run(work)

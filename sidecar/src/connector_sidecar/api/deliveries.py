@@ -2,11 +2,13 @@
 
 A replayed event keeps its place (its ``seq``) in its conversation: it becomes that lane's head
 again, so it goes before any later event of the same conversation that is still pending.
-Attempts restart at 0 and the age limit counts from the replay.
+Attempts restart at 0 and the age limit counts from the replay; ``createdAt`` keeps the time the
+event was first stored.
 """
 
 from __future__ import annotations
 
+import re
 import sqlite3
 from collections.abc import Callable
 from typing import TypeVar
@@ -15,31 +17,22 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from connector_contracts import DeliveryList, ProblemError, ReplayRequest, ReplayResult
+from connector_contracts import DeliveryList, ReplayRequest, ReplayResult
 from connector_sidecar.api._common import Services, json_response, services
-from connector_sidecar.delivery import DeliveryWorker
-from connector_sidecar.problems import ApiProblem, read_body, read_json
+from connector_sidecar.problems import ApiProblem, field_problem, read_body, read_json
 from connector_sidecar.views import delivery_view
 
-__all__ = ["WORKER_KEY", "routes"]
-
-WORKER_KEY = "delivery"
-"""Where the app puts its :class:`DeliveryWorker` in ``Services.extras``."""
+__all__ = ["routes"]
 
 T = TypeVar("T")
 
 STATUSES = ("pending", "delivered", "dead")
+_CURSOR = re.compile(r"s[0-9]{1,18}")
 MAX_LIMIT = 500
 
 
 def _query_problem(name: str, message: str) -> ApiProblem:
-    path = f"$.query.{name}"
-    return ApiProblem(
-        422,
-        "validation_failed",
-        f"{path}: {message}",
-        errors=[ProblemError(path=path, message=message)],
-    )
+    return field_problem(f"$.query.{name}", message)
 
 
 async def list_deliveries(request: Request) -> Response:
@@ -56,7 +49,9 @@ async def list_deliveries(request: Request) -> Response:
         raise _query_problem("limit", f"must be between 1 and {MAX_LIMIT}")
     before: int | None = None
     if cursor := query.get("cursor"):
-        if not cursor.startswith("s") or not cursor[1:].isdigit():
+        # ASCII digits only (str.isdigit() also takes "²", which int() refuses), and few enough
+        # for a SQLite integer: a cursor is "s" and the seq of the last row of a page.
+        if not _CURSOR.fullmatch(cursor):
             raise _query_problem("cursor", "is not a cursor this sidecar gave out")
         before = int(cursor[1:])
     rows = await svc.store.db.run(
@@ -75,9 +70,8 @@ async def list_deliveries(request: Request) -> Response:
 
 
 async def _requeue(svc: Services, work: Callable[[sqlite3.Connection], T]) -> T:
-    worker = svc.extras.get(WORKER_KEY)
-    if isinstance(worker, DeliveryWorker):
-        return await worker.requeue(work)  # serialised with its claims, then it rescans
+    if svc.delivery is not None:
+        return await svc.delivery.requeue(work)  # serialised with its claims, then it rescans
     return await svc.store.db.transaction(work)
 
 

@@ -9,15 +9,10 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from connector_contracts import (
-    CancelSessionRequest,
-    ProblemError,
-    StartSessionRequest,
-    VerifyCodeRequest,
-)
+from connector_contracts import CancelSessionRequest, StartSessionRequest, VerifyCodeRequest
 from connector_sidecar.api._common import Services, json_response, services
 from connector_sidecar.drivers.base import OptionsError
-from connector_sidecar.problems import ApiProblem, read_json
+from connector_sidecar.problems import ApiProblem, field_problem, read_json
 from connector_sidecar.store import SessionRecord, new_session_id
 from connector_sidecar.views import session_view
 
@@ -38,12 +33,7 @@ async def start_session(request: Request) -> Response:
     try:
         options = driver.parse_options(dict(body.options or {}))
     except OptionsError as exc:
-        raise ApiProblem(
-            422,
-            "validation_failed",
-            str(exc),
-            errors=[ProblemError(path=exc.path, message=exc.message)],
-        ) from None
+        raise field_problem(exc.path, exc.message) from None
 
     def work(conn: Any) -> tuple[SessionRecord, bool]:
         existing = svc.store.sessions.active_for(conn, body.connection_id)
@@ -120,11 +110,21 @@ async def cancel_session(request: Request) -> Response:
     session = await _session(svc, request)
     if not session.is_terminal:
         await svc.runtime.cancel_session(session.session_id)
-        session = await _reload(svc, session)
-        if not session.is_terminal:
-            session = await svc.runtime.ctx.update_session(
-                session.session_id, status="cancelled", error="cancelled by the host", qr_image=None
+
+        def work(conn: Any) -> SessionRecord:
+            # Read and write in one transaction: a login confirmed meanwhile stays connected.
+            current = svc.store.sessions.get(conn, session.session_id)
+            if current is None or current.is_terminal:
+                return current or session
+            return svc.store.sessions.update(
+                conn,
+                session.session_id,
+                status="cancelled",
+                error="cancelled by the host",
+                qr_image=None,
             )
+
+        session = await svc.store.db.transaction(work)
     return json_response(session_view(session))
 
 

@@ -3,7 +3,8 @@
 A driver is constructed once per sidecar with a :class:`~connector_sidecar.runtime.DriverContext`
 (the store, settings, and callbacks into the runtime). The runtime calls:
 
-- :meth:`Driver.pair` as a background task per pairing session, until the session is terminal;
+- :meth:`Driver.pair` as a background task per pairing session, until the session is terminal
+  (``ctx.session_connected`` raises :class:`SessionClosedError` if the host cancelled it first);
 - :meth:`Driver.run` as a background task per live connection (the inbound loop); it hands each
   batch of vendor messages *and* the new vendor cursor to ``ctx.ingest`` in one transaction
   before acknowledging the vendor or polling again;
@@ -42,6 +43,7 @@ __all__ = [
     "OutboundChunk",
     "RejectedSendError",
     "SendError",
+    "SessionClosedError",
     "TransientSendError",
 ]
 
@@ -69,6 +71,18 @@ class DeferredSendError(SendError):
 
 class LoginExpiredError(SendError):
     """The vendor says the login is dead; a person must pair again."""
+
+
+class SessionClosedError(RuntimeError):
+    """Raised by ``ctx.session_connected`` for a session already terminal (the host cancelled
+    it, or it expired): the login is not stored and the connection is left as it was."""
+
+    def __init__(self, session: SessionRecord) -> None:
+        super().__init__(
+            f"pairing session {session.session_id} is {session.status}; its login is not stored"
+        )
+        self.session_id = session.session_id
+        self.status = session.status
 
 
 class OptionsError(ValueError):
@@ -148,7 +162,10 @@ class Driver(abc.ABC):
         """Tell the vendor, where it has a logout. Credentials are deleted by the runtime."""
 
     def prepare_text(self, content: str, message_type: str) -> str:
-        """Turn the host's content into what the vendor shows well (before chunking)."""
+        """Turn the host's content into what the vendor shows well (before chunking).
+
+        A pure function of its arguments: for long content it runs in a worker thread.
+        """
         return content
 
     def routes(self) -> list[BaseRoute]:

@@ -9,11 +9,12 @@ from typing import Any
 import msgspec
 
 from connector_sidecar._clock import Clock, now_ms
+from connector_sidecar.store._rows import update_row
 
 __all__ = ["ConnectionRecord", "Connections"]
 
-_json = msgspec.json.Encoder()
 _dict = msgspec.json.Decoder(dict[str, Any])
+_JSON_FIELDS = ("credentials", "options")
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -91,33 +92,16 @@ class Connections:
     def update(
         self, conn: sqlite3.Connection, connection_id: str, **changes: Any
     ) -> ConnectionRecord:
-        allowed = {f.name for f in dataclasses.fields(ConnectionRecord)} - {
-            "connection_id",
-            "created_at",
-        }
-        unknown = set(changes) - allowed
-        if unknown:
-            raise ValueError(f"unknown connection fields: {sorted(unknown)}")
-        changes["updated_at"] = now_ms(self.clock)
-        for key in ("credentials", "options"):
-            if key in changes:
-                changes[key] = _json.encode(changes[key]).decode()
-        assignments = ", ".join(f"{k} = ?" for k in changes)
-        conn.execute(
-            f"UPDATE connections SET {assignments} WHERE connection_id = ?",  # noqa: S608 - names from the dataclass
-            (*changes.values(), connection_id),
+        update_row(
+            conn,
+            table="connections",
+            key=("connection_id", connection_id),
+            record=ConnectionRecord,
+            json_fields=_JSON_FIELDS,
+            changes=changes,
+            now=now_ms(self.clock),
         )
         record = self.get(conn, connection_id)
         if record is None:
             raise KeyError(connection_id)
         return record
-
-    def delivery_counts(self, conn: sqlite3.Connection) -> dict[str, tuple[int, int]]:
-        """(pending, dead) outbox counts per connection."""
-        counts: dict[str, tuple[int, int]] = {}
-        for row in conn.execute(
-            "SELECT connection_id, SUM(status = 'pending') AS pending, SUM(status = 'dead') AS dead"
-            " FROM outbox WHERE status != 'delivered' GROUP BY connection_id"
-        ):
-            counts[row["connection_id"]] = (row["pending"] or 0, row["dead"] or 0)
-        return counts

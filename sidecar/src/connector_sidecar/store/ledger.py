@@ -167,10 +167,14 @@ class SendLedger:
         return cursor.rowcount
 
     def purge(self, conn: sqlite3.Connection, older_than_ms: int, *, limit: int = 500) -> int:
-        """Delete final entries not touched since ``older_than_ms`` (at least 24 h ago)."""
+        """Delete entries not touched since ``older_than_ms`` (at least 24 h ago), ``limit`` at most.
+
+        Final entries, and ``pending`` ones a host abandoned after a 503 (a send in progress
+        touches its entry with every chunk). ``deferred`` entries expire first.
+        """
         cursor = conn.execute(
             "DELETE FROM send_ledger WHERE rowid IN (SELECT rowid FROM send_ledger"
-            " WHERE status IN ('sent', 'failed', 'expired') AND updated_at < ? LIMIT ?)",
+            " WHERE status IN ('sent', 'failed', 'expired', 'pending') AND updated_at < ? LIMIT ?)",
             (older_than_ms, limit),
         )
         return cursor.rowcount

@@ -100,4 +100,18 @@ CREATE TABLE sim_sent (
 CREATE INDEX sim_sent_by_connection ON sim_sent (connection_id, id)
 """
 
-MIGRATIONS: tuple[str, ...] = (_0001_initial,)
+# The outbox remembers what the delivery worker kept in memory. ``failures`` counts the failed
+# attempts (a 409 is not a failure): the backoff's exponent, now across restarts too; before, a
+# restart counted every attempt, which is what the upgrade assumes. ``queued_at`` is when the
+# event was last queued (its first enqueue, or a replay): the age limit counts from it, so a
+# replay keeps the original ``created_at``. The worker only ever looks at pending events: a
+# partial index on them replaces the index over every event of a lane.
+_0002_outbox_failures_queued_at = """
+ALTER TABLE outbox ADD COLUMN failures INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE outbox ADD COLUMN queued_at INTEGER NOT NULL DEFAULT 0;
+UPDATE outbox SET failures = attempts, queued_at = created_at;
+CREATE INDEX outbox_pending_lane ON outbox (lane, seq) WHERE status = 'pending';
+DROP INDEX outbox_lane
+"""
+
+MIGRATIONS: tuple[str, ...] = (_0001_initial, _0002_outbox_failures_queued_at)

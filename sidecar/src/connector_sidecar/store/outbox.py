@@ -6,9 +6,12 @@ ordering: within a lane, events are delivered strictly in ``seq`` order. The *he
 its pending event with the lowest ``seq``; only a head is ever sent.
 
 The worker's queries are all index range scans: new pending events by ``(status, seq)``, the head
-of one lane by ``(lane, seq)``. ``attempts`` is incremented in the transaction that claims an
-event, before its POST, so an attempt number is never used twice even across a crash; a replay
-restarts it at 0.
+of one lane by the partial index on pending ``(lane, seq)``. ``attempts`` is incremented in the
+transaction that claims an event, before its POST, so an attempt number is never used twice even
+across a crash; ``failures`` counts the attempts that failed (not the 409s of a host still busy
+with an earlier one), for the backoff. ``created_at`` is when the event was first stored;
+``queued_at`` when it was last queued (then, or a replay): the age limit counts from it. A replay
+restarts ``attempts`` and ``failures`` at 0.
 """
 
 from __future__ import annotations
@@ -87,6 +90,8 @@ class OutboxRow:
     delivered_at: int | None
     last_status_code: int | None
     last_error: str | None
+    failures: int = 0
+    queued_at: int = 0
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -134,6 +139,8 @@ def row_to_outbox(row: sqlite3.Row) -> OutboxRow:
         delivered_at=row["delivered_at"],
         last_status_code=row["last_status_code"],
         last_error=row["last_error"],
+        failures=row["failures"],
+        queued_at=row["queued_at"],
     )
 
 
@@ -172,13 +179,15 @@ class Outbox:
                 metadata=message.metadata,
             )
             cursor = conn.execute(
-                "INSERT INTO outbox (event_id, connection_id, lane, status, payload, created_at, next_attempt_at)"
-                " VALUES (?, ?, ?, 'pending', ?, ?, ?) ON CONFLICT (event_id) DO NOTHING",
+                "INSERT INTO outbox (event_id, connection_id, lane, status, payload, created_at,"
+                " queued_at, next_attempt_at) VALUES (?, ?, ?, 'pending', ?, ?, ?, ?)"
+                " ON CONFLICT (event_id) DO NOTHING",
                 (
                     event_id,
                     connection.connection_id,
                     lane_for(connection.connection_id, message.peer_id, message.thread_id),
                     _encoder.encode(event),
+                    now,
                     now,
                     now,
                 ),
@@ -277,7 +286,7 @@ class Outbox:
             row = self.first_pending(conn, lane, from_seq)
             if row is None:
                 return Claim(lane=lane, expired=tuple(expired))
-            if max_age_ms is not None and now - row.created_at >= max_age_ms:
+            if max_age_ms is not None and now - row.queued_at >= max_age_ms:
                 conn.execute(
                     "UPDATE outbox SET status = 'dead', last_error = ? WHERE seq = ?",
                     (_expired_error(row, max_age_ms), row.seq),
@@ -304,11 +313,12 @@ class Outbox:
         status_code: int | None,
         error: str | None,
         next_attempt_at: int | None = None,
+        failed: bool = False,
     ) -> LaneHead | None:
         """Record the answer to one attempt; return the lane's head afterwards.
 
         ``status`` ``delivered`` or ``dead`` ends the event; ``pending`` reschedules it at
-        ``next_attempt_at`` (it stays the head of its lane).
+        ``next_attempt_at`` (it stays the head of its lane), counting a failure when ``failed``.
         """
         now = now_ms(self.clock)
         if status == "delivered":
@@ -325,12 +335,13 @@ class Outbox:
             )
         elif status == "pending":
             conn.execute(
-                "UPDATE outbox SET next_attempt_at = ?, last_status_code = ?, last_error = ?"
-                " WHERE seq = ? AND status = 'pending'",
+                "UPDATE outbox SET next_attempt_at = ?, last_status_code = ?, last_error = ?,"
+                " failures = failures + ? WHERE seq = ? AND status = 'pending'",
                 (
                     next_attempt_at if next_attempt_at is not None else now,
                     status_code,
                     error,
+                    int(failed),
                     row.seq,
                 ),
             )
@@ -345,8 +356,8 @@ class Outbox:
         """Re-queue one dead or delivered event; returns its status before and the row now.
 
         A pending event is left alone (its status before is ``pending``). The event keeps its
-        ``seq``, so it becomes the head of its lane again; attempts restart at 0 and the age
-        limit counts from now (``created_at`` is the time it was queued again).
+        ``seq``, so it becomes the head of its lane again, and its ``created_at``; attempts
+        restart at 0 and the age limit counts from now (``queued_at``).
         """
         row = self.get(conn, event_id)
         if row is None:
@@ -409,21 +420,27 @@ class Outbox:
         counts.update({r[0]: r[1] for r in rows})
         return counts
 
-    def delivery_counts(self, conn: sqlite3.Connection) -> dict[str, tuple[int, int]]:
-        """(pending, dead) per connection, reading only the pending and dead index entries."""
+    def delivery_counts(
+        self, conn: sqlite3.Connection, connection_id: str | None = None
+    ) -> dict[str, tuple[int, int]]:
+        """(pending, dead) per connection (or of one), reading only pending and dead index entries."""
         counts: dict[str, tuple[int, int]] = {}
-        for connection_id, status, count in conn.execute(
-            "SELECT connection_id, status, COUNT(*) FROM outbox"
-            " WHERE status IN ('pending', 'dead') GROUP BY connection_id, status"
+        where, params = "status IN ('pending', 'dead')", []
+        if connection_id is not None:
+            where, params = f"connection_id = ? AND {where}", [connection_id]
+        for connection_id_, status, count in conn.execute(
+            f"SELECT connection_id, status, COUNT(*) FROM outbox WHERE {where}"  # noqa: S608 - fixed clauses
+            " GROUP BY connection_id, status",
+            params,
         ):
-            pending, dead = counts.get(connection_id, (0, 0))
-            counts[connection_id] = (count, dead) if status == "pending" else (pending, count)
+            pending, dead = counts.get(connection_id_, (0, 0))
+            counts[connection_id_] = (count, dead) if status == "pending" else (pending, count)
         return counts
 
 
 _REQUEUE = (
-    "UPDATE outbox SET status = 'pending', attempts = 0, next_attempt_at = ?, created_at = ?,"
-    " delivered_at = NULL, last_status_code = NULL, last_error = NULL"
+    "UPDATE outbox SET status = 'pending', attempts = 0, failures = 0, next_attempt_at = ?,"
+    " queued_at = ?, delivered_at = NULL, last_status_code = NULL, last_error = NULL"
 )
 
 

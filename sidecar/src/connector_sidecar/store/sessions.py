@@ -11,6 +11,7 @@ import msgspec
 
 from connector_contracts import TERMINAL_SESSION_STATUSES
 from connector_sidecar._clock import Clock, now_ms
+from connector_sidecar.store._rows import update_row
 
 __all__ = ["SessionRecord", "Sessions", "new_session_id"]
 
@@ -96,18 +97,14 @@ class Sessions:
         return record
 
     def update(self, conn: sqlite3.Connection, session_id: str, **changes: Any) -> SessionRecord:
-        allowed = {f.name for f in dataclasses.fields(SessionRecord)} - {"session_id", "created_at"}
-        unknown = set(changes) - allowed
-        if unknown:
-            raise ValueError(f"unknown session fields: {sorted(unknown)}")
-        changes["updated_at"] = now_ms(self.clock)
-        for key in _JSON_FIELDS:
-            if key in changes:
-                changes[key] = _json.encode(changes[key]).decode()
-        assignments = ", ".join(f"{k} = ?" for k in changes)
-        conn.execute(
-            f"UPDATE sessions SET {assignments} WHERE session_id = ?",  # noqa: S608 - names from the dataclass
-            (*changes.values(), session_id),
+        update_row(
+            conn,
+            table="sessions",
+            key=("session_id", session_id),
+            record=SessionRecord,
+            json_fields=_JSON_FIELDS,
+            changes=changes,
+            now=now_ms(self.clock),
         )
         record = self.get(conn, session_id)
         if record is None:

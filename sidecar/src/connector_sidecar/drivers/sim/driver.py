@@ -35,6 +35,7 @@ from connector_sidecar.drivers.base import (
     OptionsError,
     OutboundChunk,
     RejectedSendError,
+    SessionClosedError,
     TransientSendError,
 )
 from connector_sidecar.problems import ApiProblem, read_json
@@ -195,7 +196,10 @@ class SimDriver(Driver):
             raise ApiProblem(404, "session_not_found", f"no sim session {session_id!r}")
         if session.status not in ("pending", "qr_ready", "scanned"):
             raise ApiProblem(409, "session_not_scannable", f"the session is {session.status}")
-        await self._confirm(session, body.account_id, body.display_name)
+        try:
+            await self._confirm(session, body.account_id, body.display_name)
+        except SessionClosedError as exc:  # cancelled or expired while this scan was on its way
+            raise ApiProblem(409, "session_not_scannable", f"the session is {exc.status}") from None
         await self.ctx.cancel_pairing(session_id)
         session = await self.ctx.get_session(session_id)
         assert session is not None
