@@ -390,7 +390,7 @@ class SidecarClient:
         )
 
     async def get_send(self, request_id: str) -> SendResult:
-        """A send's result as it stands (``sent``, ``deferred``, ``failed``, ``expired``)."""
+        """A send's result as it stands (``sent``, ``deferred``, ``failed``, ``expired`` or ``pending``)."""
         return await self._call(
             "GET", f"/send/{_segment(request_id)}", SendResult, request_id=request_id
         )
