@@ -29,6 +29,9 @@ async def run(settings: Settings) -> None:
     config = Config()
     config.bind = [_bind(settings.host, settings.port)]
     config.graceful_timeout = GRACEFUL_SECONDS
+    # Hypercorn's own "-" error log would print every line twice beside the root handler.
+    config.errorlog = logging.getLogger("hypercorn.error")
+    config.accesslog = None
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):
