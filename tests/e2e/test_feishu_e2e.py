@@ -25,6 +25,8 @@ pytestmark = pytest.mark.e2e
 
 SidecarFactory = Callable[..., SidecarProcess]
 SECRET = "app-secret-1"
+ENCRYPT_KEY = "e2e-encrypt-key-1"
+VERIFICATION_TOKEN = "e2e-verification-token-1"
 
 
 @pytest.fixture
@@ -38,10 +40,10 @@ def emulator(tmp_path: Path) -> Iterator[FeishuEmulatorProcess]:
 
 
 def start_sidecar(
-    factory: SidecarFactory, emulator: FeishuEmulatorProcess, host: RecordingHost
+    factory: SidecarFactory, emulator: FeishuEmulatorProcess, host: RecordingHost, **env: str
 ) -> SidecarProcess:
     sidecar = factory(
-        env={**emulator.sidecar_env(), "BRIDGE_URL": host.url, "BRIDGE_TOKEN": host.token}
+        env={**emulator.sidecar_env(), "BRIDGE_URL": host.url, "BRIDGE_TOKEN": host.token, **env}
     )
     sidecar.start()
     return sidecar
@@ -298,12 +300,11 @@ def test_webhook_mode_end_to_end(
     emulator: FeishuEmulatorProcess,
     recording_host: RecordingHost,
 ) -> None:
-    """Webhook mode: the session names the callback URL; the encrypted challenge is answered;
-    encrypted, signed events reach the host (groups only with @mention, threads too) and the
-    reply goes into the thread; a forged signature is refused; an event Feishu retries while the
-    sidecar is down (SIGKILL) arrives after the restart, once."""
-    app = emulator.create_app(appSecret=SECRET, encryptKey="ek-1", verificationToken="vt-1")
-    sidecar = start_sidecar(sidecar_factory, emulator, recording_host)
+    """Webhook mode end to end: challenge, signed events, threads, SIGKILL, clean stop."""
+    app = emulator.create_app(
+        appSecret=SECRET, encryptKey=ENCRYPT_KEY, verificationToken=VERIFICATION_TOKEN
+    )
+    sidecar = start_sidecar(sidecar_factory, emulator, recording_host, LOG_LEVEL="debug")
     with sidecar.client() as client:
         view = pair(
             client,
@@ -311,8 +312,8 @@ def test_webhook_mode_end_to_end(
             appId=app["appId"],
             appSecret=SECRET,
             mode="webhook",
-            encryptKey="ek-1",
-            verificationToken="vt-1",
+            encryptKey=ENCRYPT_KEY,
+            verificationToken=VERIFICATION_TOKEN,
         )
         assert view["status"] == "connected", view
         url = view["metadata"]["callbackUrl"]
@@ -359,6 +360,12 @@ def test_webhook_mode_end_to_end(
     [reply] = emulator.sent(app["appId"])
     assert (reply["op"], reply["replyInThread"], reply["threadId"]) == ("reply", True, "omt_h")
     assert reply["parentId"] == threaded["messageId"]
+    assert sidecar.terminate() == 0
+    log = sidecar.log_path.read_text(errors="replace")
+    assert "DEBUG" in log
+    for secret in (SECRET, ENCRYPT_KEY, VERIFICATION_TOKEN):
+        assert secret not in log
+    assert "Task was destroyed" not in log
 
 
 def test_scan_to_create_pairing(

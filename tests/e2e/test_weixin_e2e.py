@@ -35,7 +35,7 @@ def ilink(tmp_path: Path) -> Iterator[IlinkEmulatorProcess]:
 
 
 def weixin_sidecar(
-    factory: SidecarFactory, ilink: IlinkEmulatorProcess, host: RecordingHost
+    factory: SidecarFactory, ilink: IlinkEmulatorProcess, host: RecordingHost, **env: str
 ) -> SidecarProcess:
     sidecar = factory(
         env={
@@ -43,10 +43,20 @@ def weixin_sidecar(
             "WEIXIN_BASE_URL": ilink.url,
             "BRIDGE_URL": host.url,
             "BRIDGE_TOKEN": host.token,
+            **env,
         }
     )
     sidecar.start()
     return sidecar
+
+
+def paired_with_one_message(
+    client: httpx.Client, ilink: IlinkEmulatorProcess, host: RecordingHost, text: str
+) -> None:
+    """Pair wx1 as BOT and let u1 write ``text``; returns once the host has that event."""
+    pair(client, ilink, "wx1", BOT)
+    ilink.push(BOT, [{"from": "u1@im.wechat", "text": text}])
+    wait_until(lambda: len(unique_events(host)) == 1, timeout=20, what="1 event")
 
 
 def start_session(client: httpx.Client, connection_id: str) -> dict[str, Any]:
@@ -176,9 +186,7 @@ def test_stale_token_then_repair_resumes_inbound(
     """-14 → auth_expired with lastError, sends 409; a re-pair brings the messages back."""
     sidecar = weixin_sidecar(sidecar_factory, ilink, recording_host)
     with sidecar.client() as client:
-        pair(client, ilink, "wx1", BOT)
-        ilink.push(BOT, [{"from": "u1@im.wechat", "text": "before"}])
-        wait_until(lambda: len(unique_events(recording_host)) == 1, timeout=20, what="1 event")
+        paired_with_one_message(client, ilink, recording_host, "before")
 
         ilink.faults(BOT, expireToken=True)
         connection = wait_connection(client, "wx1", "auth_expired")
@@ -199,12 +207,10 @@ def test_stale_token_then_repair_resumes_inbound(
 def test_closed_reply_window_defers_then_sends_after_the_next_message(
     sidecar_factory: SidecarFactory, recording_host: RecordingHost, ilink: IlinkEmulatorProcess
 ) -> None:
-    """ret -2 → 202 deferred; the user's next message makes the sidecar send it."""
-    sidecar = weixin_sidecar(sidecar_factory, ilink, recording_host)
+    """ret -2 defers the send until the next message; a clean stop, no token in the log."""
+    sidecar = weixin_sidecar(sidecar_factory, ilink, recording_host, LOG_LEVEL="debug")
     with sidecar.client() as client:
-        pair(client, ilink, "wx1", BOT)
-        ilink.push(BOT, [{"from": "u1@im.wechat", "text": "hi"}])
-        wait_until(lambda: len(unique_events(recording_host)) == 1, timeout=20, what="1 event")
+        paired_with_one_message(client, ilink, recording_host, "hi")
         ilink.faults(BOT, closeReplyWindow=["u1@im.wechat"])
 
         deferred = client.post("/send", json=send_body("out_wx:late", "u1@im.wechat", "later"))
@@ -223,7 +229,10 @@ def test_closed_reply_window_defers_then_sends_after_the_next_message(
     assert sidecar.terminate() == 0
     bot_token = ilink.bot(BOT)["token"]
     assert bot_token
-    assert bot_token not in sidecar.log_path.read_text(errors="replace")
+    log = sidecar.log_path.read_text(errors="replace")
+    assert "DEBUG" in log
+    assert bot_token not in log
+    assert "Task was destroyed" not in log
 
 
 def test_verify_code_and_redirect(

@@ -13,8 +13,9 @@ What it speaks (protocols/feishu.md):
   message comes back, an [unconfirmed] choice); a withdrawn target gives 230011, an unknown one
   231003; token errors 99991663 with HTTP 400. ``GET /open-apis/im/v1/messages/{id}``.
 - ``POST /callback/ws/endpoint`` → a single-use ``ws://`` URL on ``--ws-port`` where frames are
-  pbbp2 (encoded here independently of the driver): pongs carry ClientConfig, events go to one
-  random connected client, fragmented on request, acks are tracked, and an event not acked within
+  pbbp2 (encoded here independently of the driver): pongs carry ClientConfig (or ``pongConfig``
+  when a test sets one), events go to one random connected client, fragmented on request (or
+  replaced by a malformed ``rawPayload``), acks are tracked, and an event not acked within
   ``ackTimeout`` (or whose connection dropped) is redelivered under a **new** event_id.
 - ``POST /oauth/v1/app/registration`` (init / begin / poll), with a control call to "scan".
 - Webhooks: events and the URL-verification challenge POSTed to a URL, AES-256-CBC encrypted and
@@ -259,6 +260,7 @@ class Delivery:
     acks: list[dict[str, Any]] = dataclasses.field(default_factory=list)
     conn: WsConn | None = None
     sent_at: float = 0.0
+    raw_payload: bytes | None = None  # sent instead of the envelope: a malformed event
 
     def view(self) -> dict[str, Any]:
         return {
@@ -324,6 +326,7 @@ class FeishuEmulator:
             "ReconnectNonce": 1,
         }
         self.ack_timeout = 3.0
+        self.pong_config: dict[str, float] | None = None  # what pongs carry, when not client_config
         self.registration_interval = 1
         self.registration_expires_in = 600
         self._seq = 0
@@ -539,26 +542,40 @@ class FeishuEmulator:
         )
         return JSONResponse({"code": 0, "msg": "success", "data": message.view()})
 
-    async def _create(self, request: Request, brand: str) -> Response:
+    async def _send_request(
+        self, request: Request, brand: str, op: str
+    ) -> tuple[App, dict[str, Any]] | Response:
+        """What create and reply check first: the tenant token, then an injected fault."""
         app = self._authorised(request, brand)
         if isinstance(app, Response):
             return app
-        if fault := self._fault("create", "send"):
+        if fault := self._fault(op, "send"):
             return fault
         body = await request.json()
+        return app, body
+
+    def _refused_or_repeated(self, app: App, body: dict[str, Any]) -> Response | None:
+        """A refusal of the content, or the first answer again for a uuid used within the hour."""
+        if bad := self._check_content(body.get("msg_type", ""), body.get("content")):
+            return bad
+        hit = self._dedupe(app, body.get("uuid"))
+        if isinstance(hit, Message):
+            return JSONResponse({"code": 0, "msg": "success", "data": hit.view()})
+        return hit
+
+    async def _create(self, request: Request, brand: str) -> Response:
+        checked = await self._send_request(request, brand, "create")
+        if isinstance(checked, Response):
+            return checked
+        app, body = checked
         id_type = request.query_params.get("receive_id_type")
         if id_type not in ("open_id", "user_id", "union_id", "email", "chat_id"):
             return JSONResponse(
                 {"code": 99992402, "msg": "field validation failed: receive_id_type"},
                 status_code=400,
             )
-        if bad := self._check_content(body.get("msg_type", ""), body.get("content")):
-            return bad
-        hit = self._dedupe(app, body.get("uuid"))
-        if isinstance(hit, Response):
-            return hit
-        if hit is not None:
-            return JSONResponse({"code": 0, "msg": "success", "data": hit.view()})
+        if answer := self._refused_or_repeated(app, body):
+            return answer
         message = Message(
             message_id=_id("om_"),
             chat_id=body["receive_id"] if id_type == "chat_id" else _id("oc_p2p"),
@@ -572,12 +589,10 @@ class FeishuEmulator:
         return self._record(app, message, body.get("uuid"), op="create", receiveIdType=id_type)
 
     async def _reply(self, request: Request, brand: str) -> Response:
-        app = self._authorised(request, brand)
-        if isinstance(app, Response):
-            return app
-        if fault := self._fault("reply", "send"):
-            return fault
-        body = await request.json()
+        checked = await self._send_request(request, brand, "reply")
+        if isinstance(checked, Response):
+            return checked
+        app, body = checked
         parent = self.messages.get(request.path_params["message_id"])
         if parent is None:
             return JSONResponse(
@@ -587,13 +602,8 @@ class FeishuEmulator:
             return JSONResponse(
                 {"code": 230011, "msg": "The message was withdrawn."}, status_code=400
             )
-        if bad := self._check_content(body.get("msg_type", ""), body.get("content")):
-            return bad
-        hit = self._dedupe(app, body.get("uuid"))
-        if isinstance(hit, Response):
-            return hit
-        if hit is not None:
-            return JSONResponse({"code": 0, "msg": "success", "data": hit.view()})
+        if answer := self._refused_or_repeated(app, body):
+            return answer
         in_thread = bool(body.get("reply_in_thread"))
         thread_id = parent.thread_id or (_id("omt_") if in_thread else None)
         if thread_id and not parent.thread_id:
@@ -747,7 +757,7 @@ class FeishuEmulator:
                         "service": conn.service_id,
                         "method": 0,
                         "headers": [("type", "pong")],
-                        "payload": json.dumps(self.client_config).encode(),
+                        "payload": json.dumps(self.pong_config or self.client_config).encode(),
                     }
                     with contextlib.suppress(ConnectionClosed):
                         await conn.ws.send(encode_frame(pong))
@@ -776,7 +786,7 @@ class FeishuEmulator:
         delivery.frame_ids.append(frame_id)
         delivery.conn = conn
         delivery.sent_at = time.monotonic()
-        payload = json.dumps(delivery.envelope).encode()
+        payload = delivery.raw_payload or json.dumps(delivery.envelope).encode()
         count = max(1, delivery.fragments)
         size = -(-len(payload) // count)
         parts = [payload[i * size : (i + 1) * size] for i in range(count)]
@@ -1060,6 +1070,7 @@ class FeishuEmulator:
             fragments=int(spec.get("fragments", 1)),
             drop_after_send=bool(spec.get("dropAfterSend")),
             ignore_acks=int(spec.get("ignoreAcks", 0)),
+            raw_payload=spec["rawPayload"].encode() if "rawPayload" in spec else None,
         )
         self.deliveries.append(delivery)
         live = self._live(app.app_id)
@@ -1137,6 +1148,8 @@ class FeishuEmulator:
                 self.client_config[key] = spec[key]
         if "ackTimeout" in spec:
             self.ack_timeout = float(spec["ackTimeout"])
+        if "pongConfig" in spec:
+            self.pong_config = spec["pongConfig"]
         if "registrationInterval" in spec:
             self.registration_interval = int(spec["registrationInterval"])
         if "registrationExpiresIn" in spec:

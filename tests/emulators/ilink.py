@@ -267,6 +267,11 @@ class IlinkEmulator:
         qr.set_status("binded_redirect")
         return qr
 
+    def requests_to(self, endpoint: str) -> list[dict[str, Any]]:
+        """The recorded requests to one vendor endpoint (``getupdates``, ``sendmessage``, …)."""
+        path = f"/ilink/bot/{endpoint}"
+        return [r for r in self.requests if r["path"] == path]
+
     # -- control: bots ----------------------------------------------------------------------------
 
     def bot(self, bot_id: str) -> Bot:
@@ -463,13 +468,24 @@ class IlinkEmulator:
             return JSONResponse(fault["json"], status_code=status)
         return Response(fault.get("body", ""), status_code=status, media_type="application/json")
 
-    async def getupdates(self, request: Request, body: Any) -> Response:
+    async def _bot_call(
+        self, request: Request, body: Any, endpoint: str
+    ) -> tuple[Bot, dict[str, Any]] | Response:
+        """What every bot call checks first: the request, the token (-14 if it is not a live
+        one), then a canned answer queued for this endpoint."""
         body = self._check_post(request, body, bot_call=True)
         bot = self._bot_for(request)
         if bot is None:
             return JSONResponse(STALE_TOKEN)
-        if (fault := await self._fault(bot, "getupdates")) is not None:
+        if (fault := await self._fault(bot, endpoint)) is not None:
             return fault
+        return bot, body
+
+    async def getupdates(self, request: Request, body: Any) -> Response:
+        checked = await self._bot_call(request, body, "getupdates")
+        if isinstance(checked, Response):
+            return checked
+        bot, body = checked
         cursor = body.get("get_updates_buf")
         if not isinstance(cursor, str):
             raise StrictError("get_updates_buf must be a string ('' at first)")
@@ -490,12 +506,10 @@ class IlinkEmulator:
         )
 
     async def sendmessage(self, request: Request, body: Any) -> Response:
-        body = self._check_post(request, body, bot_call=True)
-        bot = self._bot_for(request)
-        if bot is None:
-            return JSONResponse(STALE_TOKEN)
-        if (fault := await self._fault(bot, "sendmessage")) is not None:
-            return fault
+        checked = await self._bot_call(request, body, "sendmessage")
+        if isinstance(checked, Response):
+            return checked
+        bot, body = checked
         msg = body.get("msg")
         if not isinstance(msg, dict):
             raise StrictError("msg must be an object")
@@ -544,12 +558,10 @@ class IlinkEmulator:
         return JSONResponse({"ret": 0, "message_id": message_id})
 
     async def _simple(self, request: Request, body: Any, endpoint: str) -> Response:
-        self._check_post(request, body, bot_call=True)
-        bot = self._bot_for(request)
-        if bot is None:
-            return JSONResponse(STALE_TOKEN)
-        if (fault := await self._fault(bot, endpoint)) is not None:
-            return fault
+        checked = await self._bot_call(request, body, endpoint)
+        if isinstance(checked, Response):
+            return checked
+        bot, _ = checked
         bot.notify[endpoint] += 1
         if endpoint == "getconfig":
             return JSONResponse({"ret": 0, "typing_ticket": base64.b64encode(b"ticket").decode()})

@@ -12,108 +12,39 @@ import asyncio
 import contextlib
 import dataclasses
 import itertools
-import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import httpx
 import pytest
-from starlette.applications import Starlette
 
-from connector_sidecar import Secret, Settings, create_app
-from connector_sidecar.api._common import Services
+from connector_sidecar import Settings, create_app
 from connector_sidecar.drivers.feishu import FeishuDriver
 
 from ...emulators.feishu import App, FeishuEmulator
+from .._inprocess import InProcessSidecar, driver_settings, serving, wait_for
 
-TOKEN = "test-token-0123456789"
+__all__ = ["EMULATOR_BASE", "FeishuFactory", "FeishuSidecar", "wait_for"]
+
 EMULATOR_BASE = "http://feishu.test"
 
 _ids = itertools.count(1)
 
 
-async def wait_for(check: Callable[[], Awaitable[Any]], *, timeout: float = 5.0, what: str) -> Any:
-    """Await ``check()`` until it returns something truthy; fail after ``timeout`` seconds."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        result = await check()
-        if result:
-            return result
-        await asyncio.sleep(0.02)
-    raise TimeoutError(f"timed out after {timeout:g} s waiting for {what}")
-
-
 @dataclasses.dataclass
-class FeishuSidecar:
+class FeishuSidecar(InProcessSidecar):
     """A running in-process sidecar with the feishu driver, and the emulator it talks to."""
 
-    app: Starlette
-    api: httpx.AsyncClient
+    kind: ClassVar[str] = "feishu"
+    default_connection: ClassVar[str] = "fs1"
+    default_peer_type: ClassVar[str] = "group"
+
     driver: FeishuDriver
     emulator: FeishuEmulator
 
-    @property
-    def services(self) -> Services:
-        services: Services = self.app.state.services
-        return services
-
     def new_app(self, **spec: Any) -> App:
         return self.emulator.create_app({"appSecret": "s3cret", **spec})
-
-    async def start_session(
-        self, connection_id: str = "fs1", *, callback_base_url: str = "", **options: Any
-    ) -> dict[str, Any]:
-        response = await self.api.post(
-            "/connector-sessions",
-            json={
-                "kind": "feishu",
-                "connectionId": connection_id,
-                "channelId": f"feishu-{connection_id}",
-                "displayName": "",
-                "callbackBaseUrl": callback_base_url,
-                "options": options,
-            },
-        )
-        assert response.status_code in (200, 201), response.text
-        view: dict[str, Any] = response.json()
-        return view
-
-    async def session(self, session_id: str) -> dict[str, Any]:
-        response = await self.api.get(f"/connector-sessions/{session_id}")
-        assert response.status_code == 200, response.text
-        view: dict[str, Any] = response.json()
-        return view
-
-    async def wait_session(
-        self, session_id: str, *statuses: str, timeout: float = 5.0
-    ) -> dict[str, Any]:
-        async def check() -> dict[str, Any] | None:
-            view = await self.session(session_id)
-            return view if view["status"] in statuses else None
-
-        view: dict[str, Any] = await wait_for(
-            check, timeout=timeout, what=f"session {session_id} in {statuses}"
-        )
-        return view
-
-    async def connection(self, connection_id: str = "fs1") -> dict[str, Any]:
-        response = await self.api.get(f"/connections/{connection_id}")
-        assert response.status_code == 200, response.text
-        view: dict[str, Any] = response.json()
-        return view
-
-    async def wait_connection(
-        self, connection_id: str, status: str, *, timeout: float = 5.0
-    ) -> dict[str, Any]:
-        async def check() -> dict[str, Any] | None:
-            view = await self.connection(connection_id)
-            return view if view["status"] == status else None
-
-        view: dict[str, Any] = await wait_for(
-            check, timeout=timeout, what=f"{connection_id} to be {status}"
-        )
-        return view
 
     async def pair(
         self, app: App, connection_id: str = "fs1", *, wait_ws: bool = True, **options: Any
@@ -136,26 +67,6 @@ class FeishuSidecar:
 
         await wait_for(check, timeout=timeout, what=f"{connects} long connection(s)")
 
-    async def events(self, connection_id: str = "fs1") -> list[dict[str, Any]]:
-        """The outbox of a connection, oldest first."""
-        response = await self.api.get(
-            "/deliveries", params={"connectionId": connection_id, "limit": 500}
-        )
-        assert response.status_code == 200, response.text
-        return [item["event"] for item in reversed(response.json()["items"])]
-
-    async def wait_events(
-        self, count: int, connection_id: str = "fs1", *, timeout: float = 5.0
-    ) -> list[dict[str, Any]]:
-        async def check() -> list[dict[str, Any]] | None:
-            events = await self.events(connection_id)
-            return events if len(events) >= count else None
-
-        events: list[dict[str, Any]] = await wait_for(
-            check, timeout=timeout, what=f"{count} events on {connection_id}"
-        )
-        return events
-
     async def push(self, app: App, **spec: Any) -> dict[str, Any]:
         """An event over the long connection, as the emulator's control API would push it."""
         message, envelope = self.emulator.build_event(app, spec)
@@ -171,45 +82,6 @@ class FeishuSidecar:
         return await self.api.post(
             f"/webhooks/feishu/{connection_id}", content=body, headers=headers
         )
-
-    async def send(
-        self,
-        request_id: str,
-        content: str,
-        *,
-        connection_id: str = "fs1",
-        peer_id: str,
-        **extra: Any,
-    ) -> httpx.Response:
-        target = {"peerId": peer_id, "peerType": "group", "threadId": extra.pop("thread_id", None)}
-        return await self.api.post(
-            "/send",
-            json={
-                "requestId": request_id,
-                "connectionId": connection_id,
-                "channelId": f"feishu-{connection_id}",
-                "kind": "feishu",
-                "target": target,
-                "content": content,
-                "metadata": {},
-                **extra,
-            },
-        )
-
-
-def feishu_settings(data_dir: Path, **overrides: Any) -> Settings:
-    values: dict[str, Any] = {
-        "token": Secret(TOKEN),
-        "data_dir": data_dir,
-        "connectors": ("feishu",),
-        "feishu_base_url": EMULATOR_BASE,
-        "lark_base_url": f"{EMULATOR_BASE}/lark",
-        "send_retry_attempts": 3,
-        "send_retry_max_seconds": 3.0,
-        "send_wait_seconds": 5.0,
-    }
-    values.update(overrides)
-    return Settings(**values)
 
 
 async def _short_sleep(seconds: float) -> None:
@@ -227,15 +99,14 @@ async def running_feishu(settings: Settings) -> AsyncIterator[FeishuSidecar]:
     driver.transport = httpx.ASGITransport(app=emulator.app)
     driver.sleep = _short_sleep
     try:
-        async with (
-            app.router.lifespan_context(app),
-            httpx.AsyncClient(
-                transport=httpx.ASGITransport(app=app),
-                base_url="http://sidecar",
-                headers={"Authorization": f"Bearer {TOKEN}"},
-            ) as api,
-        ):
+        async with serving(app) as api:
             yield FeishuSidecar(app=app, api=api, driver=driver, emulator=emulator)
+
+        async def all_closed() -> bool:
+            return not any(c.open for c in emulator.conns)
+
+        # No long connection may outlive the sidecar that opened it.
+        await wait_for(all_closed, timeout=3, what="the long connections to close")
     finally:
         await emulator.stop()
 
@@ -248,8 +119,10 @@ def make_feishu(tmp_path: Path) -> FeishuFactory:
     """Start a feishu sidecar with settings overrides, each on its own data directory."""
 
     def make(**overrides: Any) -> contextlib.AbstractAsyncContextManager[FeishuSidecar]:
-        overrides.setdefault("data_dir", tmp_path / f"feishu{next(_ids)}")
-        return running_feishu(feishu_settings(**overrides))
+        data_dir = overrides.pop("data_dir", tmp_path / f"feishu{next(_ids)}")
+        overrides.setdefault("feishu_base_url", EMULATOR_BASE)
+        overrides.setdefault("lark_base_url", f"{EMULATOR_BASE}/lark")
+        return running_feishu(driver_settings(data_dir, "feishu", **overrides))
 
     return make
 

@@ -25,6 +25,7 @@ from connector_sidecar.drivers.feishu.registration import (
     Pending,
     RegistrationClient,
     RegistrationError,
+    RegistrationUnavailable,
     SwitchToLark,
     run_device_flow,
 )
@@ -407,6 +408,37 @@ async def test_registration_request_shapes(http: httpx.AsyncClient) -> None:
 
 @pytest.mark.anyio
 @respx.mock
+@pytest.mark.parametrize(
+    ("interval", "expires_in", "expected"),
+    [
+        (10**400, 10**400, (60.0, 3600.0)),
+        (float("inf"), -5, (60.0, 600.0)),
+        ("3", None, (5.0, 600.0)),
+    ],
+    ids=["huge", "infinite", "junk"],
+)
+async def test_registration_timing_is_bounded(
+    http: httpx.AsyncClient, interval: object, expires_in: object, expected: tuple[float, float]
+) -> None:
+    """Huge, infinite, negative or missing interval/expires_in: defaults or a sane maximum."""
+    respx.post(ACCOUNTS).mock(
+        side_effect=[
+            httpx.Response(200, json={"supported_auth_methods": ["client_secret"]}),
+            httpx.Response(
+                200,
+                content=(
+                    '{"device_code": "dc1", "verification_uri_complete": "https://x.test/c",'
+                    f' "interval": {json.dumps(interval)}, "expires_in": {json.dumps(expires_in)}}}'
+                ).encode(),
+            ),
+        ]
+    )
+    begun = await RegistrationClient(http, "https://accounts.feishu.cn").begin()
+    assert (begun.interval, begun.expires_in) == expected
+
+
+@pytest.mark.anyio
+@respx.mock
 async def test_registration_refuses_without_client_secret(http: httpx.AsyncClient) -> None:
     """An init answer that does not offer client_secret ends the flow."""
     respx.post(ACCOUNTS).mock(return_value=httpx.Response(200, json={"supported_auth_methods": []}))
@@ -564,3 +596,54 @@ async def test_device_flow_replaces_expired_codes_then_gives_up(http: httpx.Asyn
             max_codes=2,
         )
     assert codes == ["a", "b"]
+
+
+@pytest.mark.anyio
+@respx.mock
+@pytest.mark.parametrize(
+    "response",
+    [
+        httpx.Response(200, text="<html><body>gateway</body></html>"),
+        httpx.Response(200, content=b"[" * 100_000),
+        httpx.Response(200, json=[1, 2]),
+        httpx.Response(200, json={"code": "0"}),
+        httpx.Response(502, text="<html>bad gateway</html>"),
+    ],
+)
+async def test_unreadable_answers_are_unavailable(api: FeishuApi, response: httpx.Response) -> None:
+    """HTML, unparseable JSON or a non-numeric code: outcome unknown, so unavailable."""
+    respx.post(TOKEN_URL).mock(return_value=token_ok())
+    respx.post(MESSAGES_URL).mock(return_value=response)
+    with pytest.raises(FeishuUnavailable):
+        await api.create_message(
+            receive_id_type="chat_id", receive_id="oc_1", msg_type="text", content="{}", uuid="u"
+        )
+
+
+@pytest.mark.anyio
+@respx.mock
+@pytest.mark.parametrize("data", [None, {}, {"message_id": 5}, "om_1"])
+async def test_success_without_a_message_id_is_still_sent(api: FeishuApi, data: object) -> None:
+    """code 0 means Feishu took the message; without a readable message_id the uuid stands in."""
+    respx.post(TOKEN_URL).mock(return_value=token_ok())
+    body: dict[str, object] = {"code": 0, "msg": "success"}
+    if data is not None:
+        body["data"] = data
+    respx.post(MESSAGES_URL).mock(return_value=httpx.Response(200, json=body))
+    sent_message = await api.create_message(
+        receive_id_type="chat_id", receive_id="oc_1", msg_type="text", content="{}", uuid="u-1"
+    )
+    assert sent_message.message_id == "u-1"
+
+
+@pytest.mark.anyio
+@respx.mock
+async def test_registration_answers_too_deep_to_parse_are_unavailable(
+    http: httpx.AsyncClient,
+) -> None:
+    """A registration answer that cannot be parsed is a passing outage, not a crash."""
+    respx.post("https://accounts.feishu.cn/oauth/v1/app/registration").mock(
+        return_value=httpx.Response(503, content=b"[" * 100_000)
+    )
+    with pytest.raises(RegistrationUnavailable):
+        await RegistrationClient(http, "https://accounts.feishu.cn").poll("dc", switched=False)

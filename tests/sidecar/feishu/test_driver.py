@@ -8,6 +8,7 @@ from typing import Any
 
 import pytest
 
+from connector_sidecar.drivers.feishu import driver as feishu_driver
 from connector_sidecar.store import event_id_for
 
 from ...emulators.feishu import App, Fault, encrypt, sign
@@ -431,3 +432,20 @@ async def test_webhook_unknown_or_websocket_connection_is_404(feishu: FeishuSide
     await feishu.pair(app, "ws1")
     response = await feishu.api.post("/webhooks/feishu/ws1", content=b"{}")
     assert response.status_code == 404
+
+
+@pytest.mark.anyio
+async def test_a_scanned_app_that_never_gets_enabled_leaves_no_secret_behind(
+    feishu: FeishuSidecar, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A scanned app never enabled in time: session error, and no app secret left in it."""
+    monkeypatch.setattr(feishu_driver, "SCANNED_ACTIVATION_SECONDS", 0.2)
+    view = await feishu.start_session()
+    scanned = feishu.emulator.scan({"activateStatus": 0}).app
+    assert scanned is not None
+    view = await feishu.wait_session(view["sessionId"], "error")
+    assert "not installed yet" in view["error"]
+    store = feishu.services.store
+    record = await store.db.run(store.sessions.get, view["sessionId"])
+    assert record is not None
+    assert scanned.app_secret not in json.dumps(record.state)

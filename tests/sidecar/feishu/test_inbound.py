@@ -6,6 +6,8 @@ import json
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from connector_sidecar.drivers.base import OptionsError
 from connector_sidecar.drivers.feishu.inbound import (
@@ -16,6 +18,8 @@ from connector_sidecar.drivers.feishu.inbound import (
 )
 from connector_sidecar.drivers.feishu.options import parse_options
 from connector_sidecar.store import InboundMessage
+
+from .._inprocess import json_values
 
 BOT = "ou_bot"
 
@@ -253,3 +257,84 @@ def test_bad_options_name_the_field(options: dict[str, Any], path: str) -> None:
     with pytest.raises(OptionsError) as caught:
         parse_options(options)
     assert caught.value.path == path
+
+
+@pytest.mark.parametrize(
+    ("message", "content"),
+    [
+        ({"create_time": "9" * 30}, "hi"),
+        ({"create_time": 1700000001234}, "hi"),
+        ({"content": json.dumps(["a", "list"])}, ""),
+        ({"content": "{not json"}, ""),
+        ({"content": 42}, ""),
+        ({"mentions": "nobody"}, "hi"),
+        ({"mentions": [5, None, {"key": 7}, {"key": "@_user_1", "id": "x", "name": 3}]}, "hi"),
+        ({"message_type": "post", "content": json.dumps({"title": 5, "content": 7})}, ""),
+        ({"message_type": "post", "content": json.dumps({"content": [[5, {"tag": 3}], "x"]})}, ""),
+        ({"message_type": "post", "content": json.dumps({"zh_cn": 1, "en_us": []})}, ""),
+        ({"message_type": 9}, "[unknown]"),
+        (
+            {
+                "message_type": "post",
+                "content": json.dumps({"content": [[{"tag": "text", "text": "ok"}]]}),
+            },
+            "ok",
+        ),
+        ({"parent_id": 5, "thread_id": ["omt"]}, "hi"),
+    ],
+)
+def test_malformed_fields_keep_what_can_be_read(message: dict[str, Any], content: str) -> None:
+    """Wrong types, huge numbers and junk never raise: the message is mapped with what is readable."""
+    body = event()
+    body["event"]["message"].update(message)
+    result = mapped(body)
+    assert isinstance(result, InboundMessage)
+    assert result.message_id == "om_1"
+    assert result.peer_id == "oc_chat"
+    assert result.content == content
+    # The message's own create_time when it can be read, else the envelope's.
+    assert result.timestamp in ("2023-11-14T22:13:21.234Z", "2023-11-14T22:13:20Z")
+    if message.get("create_time") == 1700000001234:
+        assert result.timestamp == "2023-11-14T22:13:21.234Z"
+
+
+contents = st.builds(json.dumps, json_values) | json_values
+mentions = st.lists(
+    st.fixed_dictionaries(
+        {"key": st.sampled_from(["@_user_1", "@_all"]) | json_values},
+        optional={
+            "id": st.fixed_dictionaries({}, optional={"open_id": st.just(BOT) | json_values})
+        },
+    )
+    | json_values,
+    max_size=3,
+)
+messages = st.fixed_dictionaries(
+    {"message_id": st.just("om_1"), "chat_id": st.just("oc_chat")},
+    optional={
+        "chat_type": st.sampled_from(["p2p", "group"]) | json_values,
+        "message_type": st.sampled_from(["text", "post", "image", "file"]) | json_values,
+        "content": contents,
+        "mentions": mentions | json_values,
+        "create_time": st.text(alphabet="0123456789", max_size=40) | json_values,
+        "parent_id": json_values,
+        "root_id": json_values,
+        "thread_id": json_values,
+    },
+)
+
+
+@settings(max_examples=300)
+@given(messages, json_values)
+def test_map_message_never_raises(message: dict[str, Any], sender: Any) -> None:
+    """Any JSON shape of a message event maps to an InboundMessage or a Dropped, never raises."""
+    body = {
+        "schema": "2.0",
+        "header": {"event_id": "ev_1", "event_type": "im.message.receive_v1"},
+        "event": {"sender": {"sender_id": sender}, "message": message},
+    }
+    result = mapped(body, require_mention=False)
+    assert isinstance(result, InboundMessage | Dropped)
+    if isinstance(result, InboundMessage):
+        assert isinstance(result.content, str)
+        assert result.thread_id is None or isinstance(result.thread_id, str)

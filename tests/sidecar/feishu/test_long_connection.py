@@ -4,19 +4,22 @@ outbox commit, fragments, pings and the server's config, the watchdog, and recon
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import random
-from collections.abc import AsyncIterator
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 import httpx
 import pytest
 
-from connector_sidecar.drivers.feishu.api import FeishuApi, TokenCache
-from connector_sidecar.drivers.feishu.ws import LongConnection
+from connector_sidecar.drivers.feishu.api import FeishuApi, TokenCache, WsEndpoint
+from connector_sidecar.drivers.feishu.ws import ClientConfig, LongConnection
 from connector_sidecar.store import event_id_for
 
-from ...emulators.feishu import FeishuEmulator
+from ...emulators.feishu import App, FeishuEmulator
+from ..conftest import FakeClock
 from .conftest import FeishuSidecar, wait_for
 
 
@@ -35,38 +38,56 @@ async def no_sleep(seconds: float) -> None:
     await asyncio.sleep(0)
 
 
+@contextlib.asynccontextmanager
+async def long_connection(
+    emulator: FeishuEmulator,
+    app: App,
+    handle: Callable[[bytes], Awaitable[None]],
+    *,
+    clock: Callable[[], float] = time.monotonic,
+) -> AsyncIterator[LongConnection]:
+    """A bare LongConnection of ``app`` to the emulator, connected; cancelled on exit."""
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=emulator.app)) as http:
+        api = FeishuApi(http, "http://feishu.test", app.app_id, app.app_secret, tokens=TokenCache())
+        client = LongConnection(
+            fetch_endpoint=api.ws_endpoint, handle_event=handle, sleep=no_sleep, clock=clock
+        )
+        task = asyncio.create_task(client.run())
+        try:
+            await wait_for(lambda: _connected(emulator), what="the connection")
+            yield client
+        finally:
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
+
+
 @pytest.mark.anyio
 async def test_ack_is_sent_only_after_the_handler_returns(emulator: FeishuEmulator) -> None:
-    """While the handler (the outbox commit) runs, nothing is acked; then code 200 with biz_rt."""
+    """No ack while the handler runs; then code 200 and biz_rt = the handler's ms."""
     app = emulator.create_app({"appSecret": "s"})
+    clock = FakeClock()
+    entered = asyncio.Event()
     release = asyncio.Event()
     handled: list[dict[str, object]] = []
 
     async def handle(payload: bytes) -> None:
+        entered.set()
         await release.wait()
+        clock.advance(0.25)
         handled.append(json.loads(payload))
 
-    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=emulator.app)) as http:
-        api = FeishuApi(http, "http://feishu.test", app.app_id, "s", tokens=TokenCache())
-        client = LongConnection(fetch_endpoint=api.ws_endpoint, handle_event=handle, sleep=no_sleep)
-        task = asyncio.create_task(client.run())
-        try:
-            await wait_for(lambda: _connected(emulator), what="the connection")
-            message, envelope = emulator.build_event(app, {"text": "hi"})
-            await emulator.push_ws(app, message, envelope, {})
-            await asyncio.sleep(0.2)
-            [delivery] = emulator.deliveries
-            assert delivery.acks == []
-            release.set()
-            await wait_for(lambda: _acked(emulator), what="the ack")
-        finally:
-            task.cancel()
-            await asyncio.gather(task, return_exceptions=True)
+    async with long_connection(emulator, app, handle, clock=clock):
+        message, envelope = emulator.build_event(app, {"text": "hi"})
+        await emulator.push_ws(app, message, envelope, {})
+        await asyncio.wait_for(entered.wait(), 5)
+        [delivery] = emulator.deliveries
+        assert delivery.acks == []
+        release.set()
+        await wait_for(lambda: _acked(emulator), what="the ack")
     assert handled[0]["header"]["event_id"] == envelope["header"]["event_id"]  # type: ignore[index]
     [ack] = delivery.acks
     assert ack["code"] == 200
-    assert ack["bizRt"] is not None
-    assert int(ack["bizRt"]) >= 150
+    assert ack["bizRt"] == "250"
 
 
 @pytest.mark.anyio
@@ -83,18 +104,10 @@ async def test_handler_failure_answers_500_and_the_event_comes_back(
         if len(calls) == 1:
             raise RuntimeError("the database is unhappy")
 
-    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=emulator.app)) as http:
-        api = FeishuApi(http, "http://feishu.test", app.app_id, "s", tokens=TokenCache())
-        client = LongConnection(fetch_endpoint=api.ws_endpoint, handle_event=handle, sleep=no_sleep)
-        task = asyncio.create_task(client.run())
-        try:
-            await wait_for(lambda: _connected(emulator), what="the connection")
-            message, envelope = emulator.build_event(app, {"text": "hi"})
-            await emulator.push_ws(app, message, envelope, {})
-            await wait_for(lambda: _acked(emulator), what="the redelivered ack")
-        finally:
-            task.cancel()
-            await asyncio.gather(task, return_exceptions=True)
+    async with long_connection(emulator, app, handle):
+        message, envelope = emulator.build_event(app, {"text": "hi"})
+        await emulator.push_ws(app, message, envelope, {})
+        await wait_for(lambda: _acked(emulator), what="the redelivered ack")
     [delivery] = emulator.deliveries
     assert [a["code"] for a in delivery.acks] == [500, 200]
     assert len(set(calls)) == 2
@@ -229,9 +242,11 @@ async def test_driver_acks_only_after_the_outbox_commit(
     """While the outbox commit is held back, the event is not acked; once it is durable, it is."""
     runtime = feishu.services.runtime
     original = runtime.ingest
+    entered = asyncio.Event()
     gate = asyncio.Event()
 
     async def held_ingest(*args: Any, **kwargs: Any) -> Any:
+        entered.set()
         await gate.wait()
         return await original(*args, **kwargs)
 
@@ -239,10 +254,104 @@ async def test_driver_acks_only_after_the_outbox_commit(
     app = feishu.new_app()
     await feishu.pair(app)
     await feishu.push(app, text="hold on")
-    await asyncio.sleep(0.3)
+    await asyncio.wait_for(entered.wait(), 5)
     [delivery] = feishu.emulator.deliveries
     assert delivery.acks == []
     assert await feishu.events() == []
     gate.set()
     await wait_for(lambda: _acked(feishu.emulator), what="the ack after the commit")
     assert len(await feishu.events()) == 1
+
+
+@pytest.mark.anyio
+async def test_a_pong_that_shortens_the_ping_interval_applies_at_once(
+    feishu: FeishuSidecar,
+) -> None:
+    """A pong's shorter PingInterval applies to the next ping; the watchdog keeps the socket."""
+    feishu.emulator.client_config["PingInterval"] = 120
+    feishu.emulator.pong_config = {**feishu.emulator.client_config, "PingInterval": 0.5}
+    app = feishu.new_app()
+    await feishu.pair(app)
+    await wait_for(lambda: _pings(feishu.emulator, 4), timeout=5, what="pings 0.5 s apart")
+    assert feishu.emulator.connects[app.app_id] == 1
+    assert feishu.emulator.endpoint_calls[app.app_id] == 1
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize(
+    "raw", ["{not json", "[" * 100_000, '"a string"', '{"schema": "2.0", "event": 5}']
+)
+async def test_unreadable_event_payloads_are_acked_and_skipped(
+    feishu: FeishuSidecar, raw: str
+) -> None:
+    """An unreadable event payload is acked 200 and skipped; the next event is stored."""
+    app = feishu.new_app()
+    await feishu.pair(app)
+    message, envelope = feishu.emulator.build_event(app, {"text": "junk"})
+    await feishu.emulator.push_ws(app, message, envelope, {"rawPayload": raw})
+    pushed = await feishu.push(app, text="after the junk")
+    [event] = await feishu.wait_events(1)
+    assert event["messageId"] == pushed["messageId"]
+    await wait_for(lambda: _acked(feishu.emulator), what="both acks")
+    assert [a["code"] for d in feishu.emulator.deliveries for a in d.acks] == [200, 200]
+    assert feishu.emulator.connects[app.app_id] == 1
+
+
+@pytest.mark.anyio
+async def test_an_odd_but_readable_event_is_stored_and_acked(feishu: FeishuSidecar) -> None:
+    """Junk mentions and an out-of-range create_time do not cost the message: stored, acked 200."""
+    app = feishu.new_app()
+    await feishu.pair(app)
+    message, envelope = feishu.emulator.build_event(app, {"text": "still readable"})
+    envelope["event"]["message"].update(create_time="9" * 30, mentions=[5, {"key": 7}])
+    await feishu.emulator.push_ws(app, message, envelope, {})
+    [event] = await feishu.wait_events(1)
+    assert event["content"] == "still readable"
+    await wait_for(lambda: _acked(feishu.emulator), what="the ack")
+    assert [a["code"] for a in feishu.emulator.deliveries[0].acks] == [200]
+
+
+@pytest.mark.anyio
+async def test_disconnect_reasons_do_not_carry_the_endpoint_auth(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """The endpoint URL's auth query never reaches a log line or a disconnect reason."""
+    url = "http://127.0.0.1:9/ws?device_id=1&service_id=2&ticket=SECRET-TICKET"
+    reasons: list[str] = []
+
+    async def endpoint() -> WsEndpoint:
+        return WsEndpoint(url=url, device_id="1", service_id=2, client_config={})
+
+    async def disconnected(reason: str) -> None:
+        reasons.append(reason)
+        if len(reasons) == 2:
+            raise asyncio.CancelledError
+
+    async def handle(payload: bytes) -> None:
+        raise AssertionError
+
+    client = LongConnection(
+        fetch_endpoint=endpoint, handle_event=handle, on_disconnected=disconnected, sleep=no_sleep
+    )
+    with pytest.raises(asyncio.CancelledError):
+        await client.run()
+    assert reasons
+    assert all("127.0.0.1:9/ws" in r for r in reasons)
+    assert not [r for r in reasons if "SECRET-TICKET" in r]
+    assert not [r for r in caplog.records if "SECRET-TICKET" in r.getMessage()]
+
+
+def test_client_config_takes_odd_values_within_bounds() -> None:
+    """Huge, infinite, negative or junk ClientConfig values are bounded or ignored."""
+    config = ClientConfig()
+    config.apply({"PingInterval": 10**400, "ReconnectInterval": float("inf"), "ReconnectNonce": -1})
+    assert (config.ping_interval, config.reconnect_interval) == (86_400.0, 86_400.0)
+    assert config.reconnect_nonce == 30.0
+    config.apply({"PingInterval": "5", "ReconnectNonce": float("nan"), "ReconnectCount": True})
+    assert (config.ping_interval, config.reconnect_nonce, config.reconnect_count) == (
+        86_400.0,
+        30.0,
+        -1,
+    )
+    config.apply([1, 2])
+    assert config.ping_interval == 86_400.0

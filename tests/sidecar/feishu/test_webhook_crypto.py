@@ -102,10 +102,11 @@ def test_plain_event_with_token_only() -> None:
 
 
 def test_malformed_bodies_are_400() -> None:
-    """Not JSON, or encrypted while no key is configured: 400."""
-    with pytest.raises(ApiProblem) as caught:
-        open_webhook(b"{nope", {}, SECRETS)
-    assert caught.value.status == 400
+    """Not JSON (or too deep to parse), or encrypted while no key is configured: 400."""
+    for junk in (b"{nope", b"[" * 100_000, b"\xff\xfe"):
+        with pytest.raises(ApiProblem) as caught:
+            open_webhook(junk, {}, SECRETS)
+        assert caught.value.status == 400
     body, headers = encrypted(v2())
     with pytest.raises(ApiProblem) as caught:
         open_webhook(body, headers, WebhookSecrets(verification_token=TOKEN))

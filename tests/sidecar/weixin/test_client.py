@@ -118,13 +118,14 @@ async def test_bot_calls_carry_token_uin_and_base_info(
 async def test_notify_bodies_hold_only_base_info(
     mock: respx.MockRouter, ilink: IlinkClient
 ) -> None:
-    """msg/notifystart and msg/notifystop: ``{"base_info": …}``."""
+    """msg/notifystart and msg/notifystop: ``{"base_info": …}``, with the 10 s timeout."""
     start = mock.post(f"{BASE}/ilink/bot/msg/notifystart").respond(json={"ret": 0, "errmsg": ""})
     stop = mock.post(f"{BASE}/ilink/bot/msg/notifystop").respond(json={"ret": 0, "errmsg": ""})
     await ilink.notify(BASE, "tok", "notifystart")
     await ilink.notify(BASE, "tok", "notifystop")
     for route in (start, stop):
         assert set(json.loads(route.calls.last.request.content)) == {"base_info"}
+        assert route.calls.last.request.extensions["timeout"]["read"] == 10.0
 
 
 @pytest.mark.anyio
@@ -172,6 +173,8 @@ async def test_send_answers(mock: respx.MockRouter, ilink: IlinkClient) -> None:
     [
         (httpx.Response(200, content=b""), 200),
         (httpx.Response(200, content=b"<html>gateway</html>"), 200),
+        (httpx.Response(200, content=b"[" * 100_000), 200),
+        (httpx.Response(200, content=b"\xff\xfe{"), 200),
         (httpx.Response(200, json=[1, 2]), 200),
         (httpx.Response(524, content=b"cloudflare"), 524),
         (httpx.Response(429, headers={"Retry-After": "7"}), 429),

@@ -17,7 +17,7 @@ import respx
 from connector_sidecar.sending import vendor_key
 
 from .conftest import VENDOR_BASE as BASE
-from .conftest import WeixinFactory
+from .conftest import WeixinFactory, wait_for
 
 IMG = "https://liteapp.weixin.qq.com/q/x?qrcode=qr1&bot_type=3"
 CONFIRMED = {
@@ -125,11 +125,13 @@ async def test_poll_timeouts_follow_longpolling_timeout_ms(
         side_effect=answers(httpx.ReadTimeout("idle"), httpx.Response(200, json=ONE_MESSAGE))
     )
     async with make_weixin(emulator=None) as weixin:
-        view = await weixin.start_session("wx1")
-        await weixin.wait_session(view["sessionId"], "connected")
-        await weixin.wait_events("wx1", 1)
-        while len(updates.calls) < 3:  # bounded by the wait_events above plus 2 idle polls
-            await asyncio.sleep(0.05)
+        await weixin.connect()
+        await weixin.wait_events(1)
+
+        async def polled_three_times() -> bool:
+            return len(updates.calls) >= 3
+
+        await wait_for(polled_three_times, what="the poll after the message")
         connection = await weixin.connection("wx1")
         assert connection["status"] == "connected"
         assert connection["lastError"] is None
@@ -151,9 +153,8 @@ async def test_sendmessage_has_every_header_and_field(
         content=b'{"ret": 0, "message_id": 7394000000000000002}'
     )
     async with make_weixin(emulator=None) as weixin:
-        view = await weixin.start_session("wx1")
-        await weixin.wait_session(view["sessionId"], "connected")
-        await weixin.wait_events("wx1", 1)
+        await weixin.connect()
+        await weixin.wait_events(1)
         response = await weixin.send("out_wx:s1:m1", "Hello", peer_id="u1@im.wechat")
         assert response.status_code == 200, response.text
         assert response.json()["providerMessageId"] == "7394000000000000002"
@@ -220,6 +221,8 @@ async def test_status_poll_errors_count_as_wait(make_weixin: WeixinFactory) -> N
             await weixin.wait_session(view["sessionId"], "scanned")
             assert status.call_count >= 3
             assert (await weixin.session(view["sessionId"]))["error"] is None
+            # The status long-poll waits 35 s on the client side (the session has 480 s left).
+            assert status.calls[0].request.extensions["timeout"]["read"] == 35.0
 
 
 @pytest.mark.anyio
@@ -232,3 +235,115 @@ async def test_qr_fetch_failures_end_in_error(make_weixin: WeixinFactory) -> Non
             done = await weixin.wait_session(view["sessionId"], "error")
             assert "HTTP 503" in done["error"]
             assert fetch.call_count == 3
+
+
+def _user_message(message_id: int, text: str, **fields: Any) -> dict[str, Any]:
+    return {
+        **ONE_MESSAGE["msgs"][0],  # type: ignore[index]
+        "message_id": message_id,
+        "item_list": [{"type": 1, "text_item": {"text": text}}],
+        **fields,
+    }
+
+
+@pytest.mark.anyio
+async def test_malformed_messages_never_stall_or_lose_the_batch(
+    vendor: respx.MockRouter, make_weixin: WeixinFactory, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Readable entries of a messy batch are stored, the rest skipped with a warning."""
+    batch = {
+        "ret": 0,
+        "get_updates_buf": "b1",
+        "longpolling_timeout_ms": 10**400,
+        "msgs": [
+            _user_message(1, "first"),
+            _user_message(2, "odd", create_time_ms=10**20, context_token=5),
+            _user_message(3, "", item_list=5),
+            "not a message",
+            _user_message(4, "", from_user_id=None),
+            _user_message(5, "last"),
+        ],
+    }
+    updates = vendor.post(f"{BASE}/ilink/bot/getupdates").mock(
+        side_effect=answers(httpx.Response(200, content=json.dumps(batch).encode()))
+    )
+    async with make_weixin(emulator=None) as weixin:
+        await weixin.connect()
+        events = await weixin.wait_events(3)
+
+        async def polled_again() -> bool:
+            return len(updates.calls) >= 2
+
+        await wait_for(polled_again, what="the poll after the batch")
+        assert [e["content"] for e in events] == ["first", "odd", "last"]
+        assert events[1]["messageId"] == "2"
+        assert await weixin.state("wx1", "cursor") == "b1"
+        assert json.loads(updates.calls[1].request.content)["get_updates_buf"] == "b1"
+        assert updates.calls[1].request.extensions["timeout"]["read"] == 305.0
+        assert (await weixin.connection("wx1"))["status"] == "connected"
+    skipped = [r.getMessage() for r in caplog.records if "skipped" in r.getMessage()]
+    assert len(skipped) == 3, skipped
+
+
+@pytest.mark.anyio
+async def test_msgs_that_is_not_a_list_does_not_move_the_cursor(
+    vendor: respx.MockRouter, make_weixin: WeixinFactory
+) -> None:
+    """An answer whose msgs cannot be read is a failed poll: reconnecting, the old cursor kept."""
+    updates = vendor.post(f"{BASE}/ilink/bot/getupdates").mock(
+        side_effect=answers(
+            httpx.Response(200, json={"ret": 0, "msgs": {"0": "?"}, "get_updates_buf": "bX"}),
+            httpx.Response(200, json=ONE_MESSAGE),
+        )
+    )
+    async with make_weixin(emulator=None) as weixin:
+        await weixin.connect()
+        [event] = await weixin.wait_events(1)
+        assert event["content"] == "hi"
+        bodies = [json.loads(c.request.content) for c in updates.calls[:2]]
+        assert [b["get_updates_buf"] for b in bodies] == ["", ""]
+        assert await weixin.state("wx1", "cursor") == "b1"
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("message_id", [None, "", True, 7.5, {"id": 1}, [1]])
+async def test_send_without_a_usable_message_id_returns_the_client_id(
+    vendor: respx.MockRouter, make_weixin: WeixinFactory, message_id: Any
+) -> None:
+    """A success whose message_id is missing or not an id reports our client_id instead."""
+    vendor.post(f"{BASE}/ilink/bot/getupdates").mock(
+        side_effect=answers(httpx.Response(200, json=ONE_MESSAGE))
+    )
+    answer = {"ret": 0} if message_id is None else {"ret": 0, "message_id": message_id}
+    send = vendor.post(f"{BASE}/ilink/bot/sendmessage").respond(json=answer)
+    async with make_weixin(emulator=None) as weixin:
+        await weixin.connect()
+        await weixin.wait_events(1)
+        response = await weixin.send("out_wx:s1:id", "Hello", peer_id="u1@im.wechat")
+        assert response.status_code == 200, response.text
+        client_id = json.loads(send.calls.last.request.content)["msg"]["client_id"]
+        assert response.json()["providerMessageId"] == client_id
+
+
+@pytest.mark.anyio
+async def test_an_empty_cursor_is_not_adopted(
+    vendor: respx.MockRouter, make_weixin: WeixinFactory
+) -> None:
+    """An answer with an empty get_updates_buf keeps the cursor the client already has."""
+    updates = vendor.post(f"{BASE}/ilink/bot/getupdates").mock(
+        side_effect=answers(
+            httpx.Response(200, json=ONE_MESSAGE),
+            httpx.Response(200, json={"ret": 0, "msgs": [], "get_updates_buf": ""}),
+            httpx.Response(200, json={"ret": 0, "msgs": []}),
+        )
+    )
+    async with make_weixin(emulator=None) as weixin:
+        await weixin.connect()
+
+        async def polled_four_times() -> bool:
+            return len(updates.calls) >= 4
+
+        await wait_for(polled_four_times, what="four polls")
+        cursors = [json.loads(c.request.content)["get_updates_buf"] for c in updates.calls[:4]]
+        assert cursors == ["", "b1", "b1", "b1"]
+        assert await weixin.state("wx1", "cursor") == "b1"

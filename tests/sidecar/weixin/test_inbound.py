@@ -4,7 +4,6 @@ about dead logins and failures."""
 from __future__ import annotations
 
 import base64
-from typing import Any
 
 import pytest
 
@@ -14,21 +13,15 @@ from connector_sidecar.store import event_id_for
 from .conftest import WeixinFactory, WeixinSidecar, wait_for
 
 
-def _getupdates(weixin: WeixinSidecar) -> list[dict[str, Any]]:
-    assert weixin.emulator is not None
-    return [r for r in weixin.emulator.requests if r["path"] == "/ilink/bot/getupdates"]
-
-
 @pytest.mark.anyio
 async def test_batch_and_cursor_and_reply_tokens_are_committed(weixin: WeixinSidecar) -> None:
     """Messages become events in order; cursor and the newest token per peer are stored."""
-    emulator = weixin.emulator
-    assert emulator is not None
+    emulator = weixin.ilink
     _, bot = await weixin.pair("wx1")
     first = emulator.push(bot, "u1@im.wechat", "one")
     emulator.push(bot, "u2@im.wechat", "two")
     last = emulator.push(bot, "u1@im.wechat", "three")
-    events = await weixin.wait_events("wx1", 3)
+    events = await weixin.wait_events(3)
     assert [e["content"] for e in events] == ["one", "two", "three"]
     event = events[0]
     assert event["eventId"] == event_id_for("wx1", first["messageId"])
@@ -50,30 +43,30 @@ async def test_batch_and_cursor_and_reply_tokens_are_committed(weixin: WeixinSid
 @pytest.mark.anyio
 async def test_next_poll_sends_the_committed_cursor(weixin: WeixinSidecar) -> None:
     """The first poll sends an empty cursor; later polls send the stored one."""
-    emulator = weixin.emulator
-    assert emulator is not None
+    emulator = weixin.ilink
     _, bot = await weixin.pair("wx1")
     emulator.push(bot, "u1@im.wechat", "one")
-    await weixin.wait_events("wx1", 1)
+    await weixin.wait_events(1)
     cursor = await weixin.state("wx1", "cursor")
 
     async def polled_with_cursor() -> bool:
-        return any(r["json"]["get_updates_buf"] == cursor for r in _getupdates(weixin))
+        return any(
+            r["json"]["get_updates_buf"] == cursor for r in weixin.vendor_requests("getupdates")
+        )
 
     await wait_for(polled_with_cursor, what="a poll with the stored cursor")
-    assert _getupdates(weixin)[0]["json"]["get_updates_buf"] == ""
+    assert weixin.vendor_requests("getupdates")[0]["json"]["get_updates_buf"] == ""
 
 
 @pytest.mark.anyio
 async def test_duplicates_are_stored_once(weixin: WeixinSidecar) -> None:
     """The same message_id delivered three times is one event."""
-    emulator = weixin.emulator
-    assert emulator is not None
+    emulator = weixin.ilink
     _, bot = await weixin.pair("wx1")
     emulator.configure(bot, batch_size=2)
     emulator.push(bot, "u1@im.wechat", "dup", copies=3)
     emulator.push(bot, "u1@im.wechat", "after")
-    events = await weixin.wait_events("wx1", 2)
+    events = await weixin.wait_events(2)
     await wait_for(
         lambda: _acked(weixin, bot, 4), what="the emulator to see the whole queue acknowledged"
     )
@@ -82,20 +75,18 @@ async def test_duplicates_are_stored_once(weixin: WeixinSidecar) -> None:
 
 
 async def _acked(weixin: WeixinSidecar, bot: str, position: int) -> bool:
-    assert weixin.emulator is not None
-    return weixin.emulator.bots[bot].acked >= position
+    return weixin.ilink.bots[bot].acked >= position
 
 
 @pytest.mark.anyio
 async def test_the_bots_own_messages_are_dropped(weixin: WeixinSidecar) -> None:
     """Messages from the bot itself (or of type BOT) are not delivered; the cursor moves on."""
-    emulator = weixin.emulator
-    assert emulator is not None
+    emulator = weixin.ilink
     _, bot = await weixin.pair("wx1")
     emulator.push(bot, bot, "echo of my own reply")
     emulator.push(bot, "u1@im.wechat", "a bot-typed message", message_type=2)
     emulator.push(bot, "u1@im.wechat", "hello")
-    events = await weixin.wait_events("wx1", 1)
+    events = await weixin.wait_events(1)
     await wait_for(lambda: _acked(weixin, bot, 3), what="the cursor to pass all three")
     events = await weixin.events("wx1")
     assert [e["content"] for e in events] == ["hello"]
@@ -104,8 +95,7 @@ async def test_the_bots_own_messages_are_dropped(weixin: WeixinSidecar) -> None:
 @pytest.mark.anyio
 async def test_media_arrives_as_descriptors(weixin: WeixinSidecar) -> None:
     """A file message becomes messageType file with a media descriptor."""
-    emulator = weixin.emulator
-    assert emulator is not None
+    emulator = weixin.ilink
     _, bot = await weixin.pair("wx1")
     item = {
         "type": 4,
@@ -117,7 +107,7 @@ async def test_media_arrives_as_descriptors(weixin: WeixinSidecar) -> None:
         },
     }
     emulator.push(bot, "u1@im.wechat", items=[item])
-    [event] = await weixin.wait_events("wx1", 1)
+    [event] = await weixin.wait_events(1)
     assert event["messageType"] == "file"
     assert event["content"] == "[file: report.pdf]"
     [media] = event["metadata"]["media"]
@@ -131,20 +121,19 @@ async def test_media_arrives_as_descriptors(weixin: WeixinSidecar) -> None:
 @pytest.mark.anyio
 async def test_stale_token_expires_the_connection(weixin: WeixinSidecar) -> None:
     """-14 moves the connection to auth_expired at once, stops polling, and sends get 409."""
-    emulator = weixin.emulator
-    assert emulator is not None
+    emulator = weixin.ilink
     _, bot = await weixin.pair("wx1")
     emulator.push(bot, "u1@im.wechat", "hi")
-    await weixin.wait_events("wx1", 1)
+    await weixin.wait_events(1)
     emulator.configure(bot, expire_token=True)
     connection = await weixin.wait_connection("wx1", "auth_expired")
     assert str(RET_STALE_TOKEN) in connection["lastError"]
-    polls = len(_getupdates(weixin))
+    polls = len(weixin.vendor_requests("getupdates"))
     response = await weixin.send("r1", "reply", peer_id="u1@im.wechat")
     assert response.status_code == 409
     assert response.json()["code"] == "connection_not_ready"
     assert "Retry-After" not in response.headers
-    assert len(_getupdates(weixin)) == polls
+    assert len(weixin.vendor_requests("getupdates")) == polls
     assert not weixin.services.runtime.connection_running("wx1")
     assert emulator.bots[bot].notify["notifystop"] == 0  # the token is dead: no notifystop
 
@@ -152,8 +141,7 @@ async def test_stale_token_expires_the_connection(weixin: WeixinSidecar) -> None
 @pytest.mark.anyio
 async def test_failures_reconnect_with_backoff(weixin: WeixinSidecar) -> None:
     """Failures: reconnecting, 2 s pauses and 30 s after 3 in a row; success: connected."""
-    emulator = weixin.emulator
-    assert emulator is not None
+    emulator = weixin.ilink
     pauses: list[float] = []
 
     async def record(seconds: float) -> None:
@@ -173,7 +161,7 @@ async def test_failures_reconnect_with_backoff(weixin: WeixinSidecar) -> None:
         {"status": 503, "body": ""},
     )
     emulator.push(bot, "u1@im.wechat", "after the storm")
-    await weixin.wait_events("wx1", 1)
+    await weixin.wait_events(1)
     connection = await weixin.wait_connection("wx1", "connected")
     assert connection["lastError"] is None
     assert pauses == [2.0, 2.0, 30.0, 2.0]
@@ -182,8 +170,7 @@ async def test_failures_reconnect_with_backoff(weixin: WeixinSidecar) -> None:
 @pytest.mark.anyio
 async def test_reconnecting_is_visible_with_the_error(weixin: WeixinSidecar) -> None:
     """While getupdates fails, the connection shows reconnecting and why."""
-    emulator = weixin.emulator
-    assert emulator is not None
+    emulator = weixin.ilink
     weixin.driver.poll_timing.retry_seconds = 0.3
     _, bot = await weixin.pair("wx1")
     emulator.inject(bot, "getupdates", {"status": 500, "body": "upstream broke"})
@@ -195,8 +182,7 @@ async def test_reconnecting_is_visible_with_the_error(weixin: WeixinSidecar) -> 
 @pytest.mark.anyio
 async def test_notify_start_and_stop_around_the_poller(weixin: WeixinSidecar) -> None:
     """notifystart when the poller starts; notifystop when it stops (logout)."""
-    emulator = weixin.emulator
-    assert emulator is not None
+    emulator = weixin.ilink
     _, bot = await weixin.pair("wx1")
     await wait_for(
         lambda: _notified(weixin, bot, "notifystart", 1), what="notifystart on the emulator"
@@ -208,22 +194,20 @@ async def test_notify_start_and_stop_around_the_poller(weixin: WeixinSidecar) ->
 
 
 async def _notified(weixin: WeixinSidecar, bot: str, which: str, count: int) -> bool:
-    assert weixin.emulator is not None
-    return weixin.emulator.bots[bot].notify[which] >= count
+    return weixin.ilink.bots[bot].notify[which] >= count
 
 
 @pytest.mark.anyio
 async def test_many_accounts_without_crosstalk(weixin: WeixinSidecar) -> None:
     """Two connections, two bots: each sees only its own messages and sends with its own token."""
-    emulator = weixin.emulator
-    assert emulator is not None
+    emulator = weixin.ilink
     _, bot_a = await weixin.pair("wx1")
     _, bot_b = await weixin.pair("wx2")
     for i in range(5):
         emulator.push(bot_a, "alice@im.wechat", f"a{i}")
         emulator.push(bot_b, "bob@im.wechat", f"b{i}")
-    events_a = await weixin.wait_events("wx1", 5)
-    events_b = await weixin.wait_events("wx2", 5)
+    events_a = await weixin.wait_events(5)
+    events_b = await weixin.wait_events(5, "wx2")
     assert [e["content"] for e in events_a] == [f"a{i}" for i in range(5)]
     assert [e["content"] for e in events_b] == [f"b{i}" for i in range(5)]
     assert {e["accountId"] for e in events_a} == {bot_a}
@@ -241,20 +225,17 @@ async def test_restart_resumes_from_the_stored_cursor(make_weixin: WeixinFactory
     """After a restart polling resumes at the stored cursor: nothing lost, nothing twice."""
     data_dir = tmp_path / "restart"
     async with make_weixin(data_dir=data_dir) as first:
-        emulator = first.emulator
-        assert emulator is not None
+        emulator = first.ilink
         _, bot = await first.pair("wx1")
         for i in range(3):
             emulator.push(bot, "u1@im.wechat", f"m{i}")
-        await first.wait_events("wx1", 3)
+        await first.wait_events(3)
     for i in range(3, 6):
         emulator.push(bot, "u1@im.wechat", f"m{i}")
     async with make_weixin(data_dir=data_dir) as second:
-        events = await second.wait_events("wx1", 6)
+        events = await second.wait_events(6)
         assert [e["content"] for e in events] == [f"m{i}" for i in range(6)]
         restarted_polls = [
-            r["json"]["get_updates_buf"]
-            for r in emulator.requests
-            if r["path"] == "/ilink/bot/getupdates"
+            r["json"]["get_updates_buf"] for r in second.vendor_requests("getupdates")
         ]
         assert "" not in restarted_polls[1:]

@@ -6,7 +6,13 @@ import base64
 import json
 from typing import Any
 
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
 from connector_sidecar.drivers.weixin.inbound import newest_context_tokens, normalise
+
+from .._inprocess import json_values
 
 BOT = "abc@im.bot"
 USER = "u1@im.wechat"
@@ -183,3 +189,102 @@ def test_newest_context_token_per_peer() -> None:
         "ctx:u1@im.wechat": "t3",
         "ctx:u2@im.wechat": "t2",
     }
+
+
+def test_unknown_item_types_are_kept_as_unknown() -> None:
+    """A user message of an item type this driver does not know is stored, not dropped."""
+    inbound = normalise(message({"type": 42, "location_item": {"x": 1}}), bot_id=BOT)
+    assert inbound is not None
+    assert (inbound.message_type, inbound.content) == ("unknown", "[unsupported message]")
+    assert inbound.metadata == {"itemTypes": [42]}
+
+
+@pytest.mark.parametrize(
+    ("fields", "content"),
+    [
+        ({"create_time_ms": 10**20}, "hi"),
+        ({"create_time_ms": -(10**20)}, "hi"),
+        ({"create_time_ms": 10**400}, "hi"),
+        ({"create_time_ms": "soon"}, "hi"),
+        ({"message_id": {"nested": 1}}, "hi"),
+        ({"message_id": 10**40}, "hi"),
+        (
+            {"item_list": [text("hi"), 5, "x", None, {"type": "1"}, {"type": 1, "text_item": 3}]},
+            "hi",
+        ),
+        ({"item_list": [{"type": 1, "text_item": {"text": 7}}, text("hi")]}, "hi"),
+        ({"item_list": [{**text("hi"), "ref_msg": ["not", "a", "dict"]}]}, "hi"),
+        ({"item_list": [{**text("hi"), "ref_msg": {"svr_id": 10**30, "partial_text": 4}}]}, "hi"),
+        (
+            {"item_list": [{"type": 2, "image_item": {"media": "eqp", "hd_size": 10**400}}]},
+            "[image]",
+        ),
+        ({"item_list": [{"type": 4, "file_item": {"file_name": 5, "len": "9" * 5000}}]}, "[file]"),
+    ],
+)
+def test_malformed_fields_keep_what_can_be_read(fields: dict[str, Any], content: str) -> None:
+    """Wrong types, huge numbers and junk items never raise: the readable part is kept."""
+    inbound = normalise(message(text("hi"), **fields), bot_id=BOT)
+    assert inbound is not None
+    assert inbound.content == content
+    assert inbound.peer_id == USER
+    assert isinstance(inbound.message_id, str)
+    assert inbound.message_id
+    if "create_time_ms" in fields:
+        assert inbound.timestamp is None
+    if "message_id" in fields and isinstance(fields["message_id"], int):
+        assert inbound.message_id == str(fields["message_id"])
+
+
+@pytest.mark.parametrize("items", [5, "text", {"type": 1}, None, []])
+def test_messages_without_readable_items_are_dropped(items: Any) -> None:
+    """An item_list that is not a list of items yields nothing to store (the poller warns)."""
+    assert normalise(message(item_list=items), bot_id=BOT) is None
+
+
+item_fields = (
+    "type",
+    "text_item",
+    "image_item",
+    "voice_item",
+    "file_item",
+    "video_item",
+    "ref_msg",
+)
+items = st.fixed_dictionaries(
+    {"type": st.integers(0, 12) | json_values},
+    optional={
+        name: st.fixed_dictionaries(
+            {},
+            optional={
+                key: json_values
+                for key in ("text", "media", "file_name", "len", "playtime", "hd_size", "aeskey")
+            },
+        )
+        | json_values
+        for name in item_fields[1:]
+    },
+)
+messages = st.fixed_dictionaries(
+    {"from_user_id": st.just(USER)},
+    optional={
+        "message_id": json_values,
+        "client_id": json_values,
+        "create_time_ms": json_values,
+        "message_type": st.just(1) | json_values,
+        "context_token": json_values,
+        "item_list": st.lists(items | json_values, max_size=4) | json_values,
+    },
+)
+
+
+@settings(max_examples=300)
+@given(messages)
+def test_normalise_never_raises(msg: dict[str, Any]) -> None:
+    """Any JSON shape of a WeixinMessage gives an InboundMessage or None, never an exception."""
+    inbound = normalise(msg, bot_id=BOT)
+    if inbound is not None:
+        assert isinstance(inbound.message_id, str)
+        assert isinstance(inbound.content, str)
+        assert inbound.peer_id == msg["from_user_id"]
+    assert isinstance(newest_context_tokens([msg], bot_id=BOT), dict)

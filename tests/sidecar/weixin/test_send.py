@@ -15,23 +15,16 @@ PEER = "u1@im.wechat"
 
 async def _paired_with_inbound(weixin: WeixinSidecar) -> tuple[str, str]:
     """Pair wx1 and let PEER write once; returns (bot id, the peer's context token)."""
-    assert weixin.emulator is not None
     _, bot = await weixin.pair("wx1")
-    pushed = weixin.emulator.push(bot, PEER, "hello bot")
-    await weixin.wait_events("wx1", 1)
+    pushed = weixin.ilink.push(bot, PEER, "hello bot")
+    await weixin.wait_events(1)
     return bot, pushed["contextToken"]
-
-
-def _send_requests(weixin: WeixinSidecar) -> list[dict[str, Any]]:
-    assert weixin.emulator is not None
-    return [r for r in weixin.emulator.requests if r["path"] == "/ilink/bot/sendmessage"]
 
 
 @pytest.mark.anyio
 async def test_send_echoes_the_context_token_and_derives_client_id(weixin: WeixinSidecar) -> None:
     """A reply carries the peer's context_token and a client_id derived from requestId + index."""
-    emulator = weixin.emulator
-    assert emulator is not None
+    emulator = weixin.ilink
     bot, token = await _paired_with_inbound(weixin)
     response = await weixin.send("out_wx:s1:1", "Hello", peer_id=PEER)
     assert response.status_code == 200, response.text
@@ -44,7 +37,7 @@ async def test_send_echoes_the_context_token_and_derives_client_id(weixin: Weixi
     assert sent["text"] == "Hello"
     assert sent["contextToken"] == token
     assert sent["clientId"] == f"connector-sidecar:{vendor_key('out_wx:s1:1', 0)}"
-    [request] = _send_requests(weixin)
+    [request] = weixin.vendor_requests("sendmessage")
     assert request["json"]["msg"]["run_id"] == sent["runId"]
     assert emulator.violations == []
 
@@ -52,8 +45,7 @@ async def test_send_echoes_the_context_token_and_derives_client_id(weixin: Weixi
 @pytest.mark.anyio
 async def test_long_text_goes_out_in_chunks_in_order(weixin: WeixinSidecar) -> None:
     """Text over 2000 characters is split into ordered chunks, one request each."""
-    emulator = weixin.emulator
-    assert emulator is not None
+    emulator = weixin.ilink
     bot, _ = await _paired_with_inbound(weixin)
     paragraphs = [f"{i}" + "x" * 1499 for i in range(3)]
     response = await weixin.send("out_wx:s1:long", "\n\n".join(paragraphs), peer_id=PEER)
@@ -72,8 +64,7 @@ async def test_long_text_goes_out_in_chunks_in_order(weixin: WeixinSidecar) -> N
 @pytest.mark.anyio
 async def test_closed_reply_window_defers_until_the_peer_writes(weixin: WeixinSidecar) -> None:
     """ret -2 → 202 deferred; the next message from that peer sends it, with its new token."""
-    emulator = weixin.emulator
-    assert emulator is not None
+    emulator = weixin.ilink
     bot, _ = await _paired_with_inbound(weixin)
     emulator.configure(bot, close_reply_window=[PEER])
     response = await weixin.send("out_wx:s1:late", "sorry for the wait", peer_id=PEER)
@@ -100,21 +91,18 @@ async def test_closed_reply_window_defers_until_the_peer_writes(weixin: WeixinSi
 @pytest.mark.anyio
 async def test_without_a_context_token_the_send_is_deferred(weixin: WeixinSidecar) -> None:
     """A peer that never wrote has no context token: the server says -2, the send waits."""
-    emulator = weixin.emulator
-    assert emulator is not None
     await _paired_with_inbound(weixin)
     response = await weixin.send("out_wx:s1:cold", "hi stranger", peer_id="u9@im.wechat")
     assert response.status_code == 202, response.text
     assert response.json()["status"] == "deferred"
-    [request] = _send_requests(weixin)
+    [request] = weixin.vendor_requests("sendmessage")
     assert "context_token" not in request["json"]["msg"]
 
 
 @pytest.mark.anyio
 async def test_stale_token_on_send_expires_the_connection(weixin: WeixinSidecar) -> None:
     """sendmessage -14 → 409 connection_not_ready and the connection is auth_expired."""
-    emulator = weixin.emulator
-    assert emulator is not None
+    emulator = weixin.ilink
     bot, _ = await _paired_with_inbound(weixin)
     emulator.inject(
         bot, "sendmessage", {"json": {"ret": -14, "errcode": -14, "errmsg": "session timeout"}}
@@ -129,8 +117,7 @@ async def test_stale_token_on_send_expires_the_connection(weixin: WeixinSidecar)
 @pytest.mark.anyio
 async def test_other_ret_is_a_recorded_refusal(weixin: WeixinSidecar) -> None:
     """Another non-zero ret is 502 provider_rejected with ret and errmsg, and stays so."""
-    emulator = weixin.emulator
-    assert emulator is not None
+    emulator = weixin.ilink
     bot, _ = await _paired_with_inbound(weixin)
     emulator.inject(bot, "sendmessage", {"json": {"ret": -3, "errmsg": "bad request"}})
     response = await weixin.send("out_wx:s1:bad", "hello", peer_id=PEER)
@@ -140,7 +127,7 @@ async def test_other_ret_is_a_recorded_refusal(weixin: WeixinSidecar) -> None:
     assert "bad request" in response.json()["detail"]
     again = await weixin.send("out_wx:s1:bad", "hello", peer_id=PEER)
     assert again.status_code == 502
-    assert len(_send_requests(weixin)) == 1
+    assert len(weixin.vendor_requests("sendmessage")) == 1
     assert emulator.bots[bot].sent == []
 
 
@@ -149,13 +136,12 @@ async def test_empty_body_and_5xx_are_retried_with_the_same_client_id(
     weixin: WeixinSidecar,
 ) -> None:
     """An empty 200 body is never a success: it and a 500 are retried with one client_id."""
-    emulator = weixin.emulator
-    assert emulator is not None
+    emulator = weixin.ilink
     bot, _ = await _paired_with_inbound(weixin)
     emulator.inject(bot, "sendmessage", {"status": 200, "body": ""}, {"status": 500, "body": ""})
     response = await weixin.send("out_wx:s1:flaky", "hello", peer_id=PEER)
     assert response.status_code == 200, response.text
-    requests = _send_requests(weixin)
+    requests = weixin.vendor_requests("sendmessage")
     assert len(requests) == 3
     assert len({r["json"]["msg"]["client_id"] for r in requests}) == 1
     assert len({r["headers"]["x-wechat-uin"] for r in requests}) == 3
@@ -165,8 +151,7 @@ async def test_empty_body_and_5xx_are_retried_with_the_same_client_id(
 @pytest.mark.anyio
 async def test_unavailable_vendor_is_503_and_resumable(weixin: WeixinSidecar) -> None:
     """A vendor that keeps failing gives 503; the same requestId later sends it once."""
-    emulator = weixin.emulator
-    assert emulator is not None
+    emulator = weixin.ilink
     bot, _ = await _paired_with_inbound(weixin)
     emulator.inject(bot, "sendmessage", *[{"status": 503, "body": "busy"}] * 3)
     response = await weixin.send("out_wx:s1:busy", "hello", peer_id=PEER)
@@ -180,8 +165,7 @@ async def test_unavailable_vendor_is_503_and_resumable(weixin: WeixinSidecar) ->
 @pytest.mark.anyio
 async def test_markdown_is_made_wechat_safe(weixin: WeixinSidecar) -> None:
     """messageType markdown goes through the WeChat-safe filter; text is sent as given."""
-    emulator = weixin.emulator
-    assert emulator is not None
+    emulator = weixin.ilink
     bot, _ = await _paired_with_inbound(weixin)
     content = "##### 小标题\n**bold** and *重点*\n![chart](https://x.test/c.png)done"
     response = await weixin.send("out_wx:s1:md", content, peer_id=PEER, messageType="markdown")
@@ -211,4 +195,4 @@ async def test_group_targets_are_refused(weixin: WeixinSidecar) -> None:
     )
     assert response.status_code == 502, response.text
     assert "directly" in response.json()["detail"]
-    assert _send_requests(weixin) == []
+    assert weixin.vendor_requests("sendmessage") == []

@@ -351,7 +351,7 @@ class FeishuApi:
             },
             what="send message",
         )
-        return _sent(body)
+        return _sent(body, uuid)
 
     async def reply_message(
         self, *, message_id: str, msg_type: str, content: str, uuid: str, reply_in_thread: bool
@@ -367,7 +367,7 @@ class FeishuApi:
             },
             what="reply to message",
         )
-        return _sent(body)
+        return _sent(body, uuid)
 
     async def get_message(self, message_id: str) -> dict[str, Any] | None:
         """One message (``data.items[0]``), for the text of a quoted parent [unconfirmed shape]."""
@@ -431,9 +431,10 @@ async def _post(http: httpx.AsyncClient, url: str, *, json_body: Any) -> httpx.R
 
 
 def _json_body(response: httpx.Response) -> dict[str, Any]:
+    """The JSON object of an answer; ``{}`` (no code: an outage) for anything else."""
     try:
         body = response.json()
-    except ValueError:
+    except (ValueError, RecursionError):  # an HTML error page; JSON nested too deep to parse
         return {}
     return body if isinstance(body, dict) else {}
 
@@ -474,12 +475,17 @@ def _retry_after(response: httpx.Response) -> float | None:
     return max(0.0, min(seconds, MAX_RETRY_AFTER))
 
 
-def _sent(body: Mapping[str, Any]) -> SentMessage:
+def _sent(body: Mapping[str, Any], uuid: str) -> SentMessage:
+    """What a code-0 answer says was sent. Code 0 means Feishu took the message, so an answer
+    without a readable ``data.message_id`` is still a success; the uuid stands in for the id."""
     data = body.get("data")
-    if not isinstance(data, dict) or not isinstance(data.get("message_id"), str):
-        raise FeishuApiError(-1, "the answer carries no message_id")
+    data = data if isinstance(data, dict) else {}
+    message_id = data.get("message_id")
+    if not isinstance(message_id, str) or not message_id:
+        log.warning("Feishu accepted message %s but named no message_id", uuid)
+        message_id = uuid
     return SentMessage(
-        message_id=data["message_id"],
+        message_id=message_id,
         chat_id=data.get("chat_id") if isinstance(data.get("chat_id"), str) else None,
         thread_id=data.get("thread_id") if isinstance(data.get("thread_id"), str) else None,
     )

@@ -345,11 +345,19 @@ class FeishuDriver(Driver):
             },
         )
         api = self._api(domain, result.app_id, result.app_secret)
-        bot = await self._check_bot(session, api, expires_at=expires_at, patient=True)
-        if bot is not None:
-            await self._connected(session, bot, domain, result.app_id, result.app_secret, metadata)
-            # The secret now lives with the connection's login; the session keeps no copy.
+        try:
+            bot = await self._check_bot(session, api, expires_at=expires_at, patient=True)
+            if bot is not None:
+                await self._connected(
+                    session, bot, domain, result.app_id, result.app_secret, metadata
+                )
+        except Exception:
+            # The session ends here (an error, or the host closed it meanwhile): drop the secret.
             await self.ctx.update_session(session.session_id, state={})
+            raise
+        # Connected, the secret lives with the connection's login; failed, it is of no more use:
+        # either way the session keeps no copy. (A shutdown keeps it, to resume after a restart.)
+        await self.ctx.update_session(session.session_id, state={})
 
     # -- the inbound loop -------------------------------------------------------------------------
 
@@ -392,14 +400,17 @@ class FeishuDriver(Driver):
                 await self.ctx.set_status(connection_id, "reconnecting", last_error=reason)
 
         async def handle_event(payload: bytes) -> None:
+            # An event nobody can read is acked and dropped: a redelivery would not read better.
             try:
                 body = json.loads(payload)
-            except ValueError:
+            except (ValueError, RecursionError):
                 log.warning("%s: an event that is not JSON was dropped", connection_id)
                 return
             envelope = parse_envelope(body) if isinstance(body, dict) else None
-            if envelope is not None:
-                await self.handle_envelope(connection_id, envelope)
+            if envelope is None:
+                log.warning("%s: an event without a v2 envelope was dropped", connection_id)
+                return
+            await self.handle_envelope(connection_id, envelope)
 
         client = LongConnection(
             fetch_endpoint=fetch_endpoint,

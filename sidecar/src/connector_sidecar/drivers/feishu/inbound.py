@@ -88,6 +88,10 @@ def _dict(value: Any) -> dict[str, Any]:
     return value if isinstance(value, dict) else {}
 
 
+def _list(value: Any) -> list[Any]:
+    return value if isinstance(value, list) else []
+
+
 @dataclasses.dataclass(frozen=True)
 class _Mention:
     key: str
@@ -164,7 +168,7 @@ def map_message(
         thread_id=_str(message.get("thread_id")),
         message_type=_TYPES.get(feishu_type, feishu_type),
         content=content,
-        timestamp=_timestamp(_str(message.get("create_time")) or envelope.create_time),
+        timestamp=_timestamp(message.get("create_time")) or _timestamp(envelope.create_time),
         metadata=metadata,
     )
 
@@ -179,10 +183,17 @@ def mentions_all(raw_content: Any, mentions: list[_Mention]) -> bool:
     )
 
 
-def _timestamp(millis: str | None) -> str | None:
-    if millis is None or not millis.isdigit():
+def _timestamp(millis: Any) -> str | None:
+    """A ``create_time`` (ms, a string on the wire; an integer is taken too) as a timestamp;
+    None when it is absent, malformed or out of range."""
+    if isinstance(millis, str) and millis.isdigit() and len(millis) <= 18:
+        millis = int(millis)
+    if not isinstance(millis, int) or isinstance(millis, bool) or millis <= 0:
         return None
-    return format_timestamp(int(millis) / 1000)
+    try:
+        return format_timestamp(millis / 1000)
+    except (OverflowError, ValueError, OSError):
+        return None
 
 
 def render_content(
@@ -191,11 +202,11 @@ def render_content(
     """The text of a message and extra metadata (media descriptors) from its JSON content."""
     try:
         content = json.loads(raw) if isinstance(raw, str) else {}
-    except ValueError:
+    except (ValueError, RecursionError):
         content = {}
-    content = content if isinstance(content, dict) else {}
+    content = _dict(content)
     if feishu_type == "text":
-        return _resolve_placeholders(str(content.get("text") or ""), mentions, bot_open_id), {}
+        return _resolve_placeholders(_str(content.get("text")) or "", mentions, bot_open_id), {}
     if feishu_type == "post":
         return flatten_post(content, mentions, bot_open_id=bot_open_id), {}
     placeholder = _PLACEHOLDERS.get(feishu_type, f"[{feishu_type}]")
@@ -240,7 +251,7 @@ def flatten_post(
     if isinstance(title, str) and title.strip():
         lines.append(title.strip())
     by_key = {m.key: m for m in mentions}
-    for paragraph in document.get("content") or []:
+    for paragraph in _list(document.get("content")):
         parts: list[str] = []
         for element in paragraph if isinstance(paragraph, list) else []:
             if isinstance(element, dict):
@@ -253,30 +264,30 @@ def flatten_post(
 
 def _post_element(element: dict[str, Any], by_key: dict[str, _Mention], bot: str | None) -> str:
     tag = element.get("tag")
-    text = str(element.get("text") or "")
+    text = _str(element.get("text")) or ""
     if tag in ("text", "md"):
         return text
     if tag == "a":
-        href = str(element.get("href") or "")
+        href = _str(element.get("href")) or ""
         return f"{text} ({href})" if href and href != text else text or href
     if tag == "at":
-        user_id = str(element.get("user_id") or "")
+        user_id = _str(element.get("user_id")) or ""
         mention = by_key.get(user_id)
         open_id = mention.open_id if mention else user_id
         if bot and open_id == bot:
             return ""
         if user_id in ("all", _MENTION_ALL):
             return "@all"
-        name = element.get("user_name") or (mention.name if mention else None) or user_id
+        name = _str(element.get("user_name")) or (mention.name if mention else None) or user_id
         return f"@{name}"
     if tag == "img":
         return "[image]"
     if tag == "media":
         return "[video]"
     if tag == "emotion":
-        return f":{element.get('emoji_type') or ''}:"
+        return f":{_str(element.get('emoji_type')) or ''}:"
     if tag == "code_block":
-        return f"\n```{str(element.get('language') or '').lower()}\n{text}\n```\n"
+        return f"\n```{(_str(element.get('language')) or '').lower()}\n{text}\n```\n"
     if tag == "hr":
         return "---"
     return text

@@ -32,6 +32,9 @@ PATH = "/oauth/v1/app/registration"
 DEFAULT_INTERVAL = 5.0
 DEFAULT_EXPIRES_IN = 600.0
 SLOW_DOWN_SECONDS = 5.0
+# The endpoint is undocumented: absurd timing values are bounded (our choice).
+MAX_INTERVAL = 60.0
+MAX_EXPIRES_IN = 3600.0
 MAX_BEGIN_FAILURES = 5  # then the session fails instead of waiting for a host that is down
 
 
@@ -91,7 +94,7 @@ class RegistrationClient:
             raise RegistrationUnavailable(f"{type(exc).__name__}: {exc}") from None
         try:
             body = response.json()
-        except ValueError:
+        except (ValueError, RecursionError):  # an HTML page; JSON nested too deep to parse
             body = None
         if not isinstance(body, dict):
             if response.status_code >= 500 or response.status_code == 429:
@@ -129,8 +132,8 @@ class RegistrationClient:
             device_code=device_code,
             user_code=body.get("user_code") if isinstance(body.get("user_code"), str) else None,
             url=url,
-            interval=_seconds(body.get("interval"), DEFAULT_INTERVAL),
-            expires_in=_seconds(expires, DEFAULT_EXPIRES_IN),
+            interval=_seconds(body.get("interval"), DEFAULT_INTERVAL, MAX_INTERVAL),
+            expires_in=_seconds(expires, DEFAULT_EXPIRES_IN, MAX_EXPIRES_IN),
         )
 
     async def poll(self, device_code: str, *, switched: bool) -> Pending | SwitchToLark | Approved:
@@ -157,9 +160,10 @@ class RegistrationClient:
         raise RegistrationError(error or "unknown", str(body.get("error_description") or ""))
 
 
-def _seconds(value: Any, default: float) -> float:
+def _seconds(value: Any, default: float, maximum: float) -> float:
+    """A positive number of seconds from the answer, at most ``maximum``; else ``default``."""
     if isinstance(value, int | float) and not isinstance(value, bool) and value > 0:
-        return float(value)
+        return min(value, maximum) * 1.0
     return default
 
 

@@ -44,7 +44,7 @@ class Opened:
 def _json_object(raw: bytes | str, what: str) -> dict[str, Any]:
     try:
         value = json.loads(raw)
-    except ValueError:
+    except (ValueError, RecursionError):  # not JSON (or not UTF-8); nested too deep to parse
         raise ApiProblem(400, "invalid_json", f"{what} is not JSON") from None
     if not isinstance(value, dict):
         raise ApiProblem(400, "invalid_json", f"{what} is not a JSON object")

@@ -23,6 +23,7 @@ import random
 import time
 from collections.abc import Awaitable, Callable
 from typing import Any
+from urllib.parse import urlsplit
 
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidStatus
@@ -44,6 +45,10 @@ log = logging.getLogger(__name__)
 
 MAX_FRAGMENTS = 1000
 MAX_MESSAGE_BYTES = 16 * 1024 * 1024
+# What the server may set is taken as it comes, within bounds that keep a bad value from
+# flooding the socket or silencing the watchdog (our choice).
+MIN_PING_INTERVAL = 0.5
+MAX_CONFIG_SECONDS = 86_400.0
 
 
 @dataclasses.dataclass
@@ -65,7 +70,7 @@ class ClientConfig:
         ):
             value = config.get(key)
             if isinstance(value, int | float) and not isinstance(value, bool) and value >= 0:
-                setattr(self, attr, float(value))
+                setattr(self, attr, min(value, MAX_CONFIG_SECONDS) * 1.0)
         count = config.get("ReconnectCount")
         if isinstance(count, int) and not isinstance(count, bool):
             self.reconnect_count = count
@@ -135,6 +140,7 @@ class LongConnection:
     async def run(self) -> None:
         failures = 0
         while True:
+            endpoint: WsEndpoint | None = None
             try:
                 endpoint = await self.fetch_endpoint()
                 self.config.apply(endpoint.client_config)
@@ -154,6 +160,8 @@ class LongConnection:
             except Exception as exc:
                 failures += 1
                 reason = f"{type(exc).__name__}: {exc}"
+            if endpoint is not None:
+                reason = _without_url(reason, endpoint.url)
             delay = self._delay(failures)
             log.warning(
                 "%s: long connection down (%s); reconnecting in %.1f s", self.name, reason, delay
@@ -219,23 +227,27 @@ class LongConnection:
     async def _keepalive(
         self, ws: ClientConnection, service_id: int, last_rx: list[float], reason: list[str]
     ) -> None:
-        """Ping now and every PingInterval; abort the socket after too long a silence."""
-        next_ping = self.clock()
+        """Ping now and every PingInterval; abort the socket after too long a silence.
+
+        The interval is read afresh on every turn: a pong that changes it takes effect for the
+        very next ping, not one old interval later (the watchdog already uses the new value).
+        """
+        last_ping: float | None = None
         while True:
             now = self.clock()
-            interval = max(0.5, self.config.ping_interval)
+            interval = max(MIN_PING_INTERVAL, self.config.ping_interval)
             silence = now - last_rx[0]
             if silence > interval * self.silence_factor:
                 reason.append(f"nothing received for {silence:.1f} s")
                 ws.transport.abort()
                 return
-            if now >= next_ping:
+            if last_ping is None or now - last_ping >= interval:
                 try:
                     await ws.send(encode_frame(ping_frame(service_id)))
                 except ConnectionClosed:
                     return
-                next_ping = now + interval
-            await asyncio.sleep(max(0.05, min(next_ping - now, 1.0)))
+                last_ping = now
+            await asyncio.sleep(max(0.05, min(last_ping + interval - now, 1.0)))
 
     async def _on_message(self, ws: ClientConnection, data: bytes) -> None:
         try:
@@ -302,6 +314,11 @@ class LongConnection:
             return None
         del self._fragments[key]
         return b"".join(pending.parts[i] for i in range(total))
+
+
+def _without_url(reason: str, url: str) -> str:
+    """``reason`` with the endpoint URL taken out: its query carries the connection's auth."""
+    return reason.replace(url, urlsplit(url)._replace(query="…").geturl())
 
 
 def _handshake_failure(exc: InvalidStatus) -> str:

@@ -36,6 +36,7 @@ __all__ = [
     "IlinkClient",
     "IlinkError",
     "IlinkTransportError",
+    "as_id",
     "as_int",
     "join_url",
     "random_uin",
@@ -115,6 +116,18 @@ def join_url(base_url: str, path: str) -> str:
     return base_url.rstrip("/") + "/" + path.lstrip("/")
 
 
+def as_id(value: Any) -> str | None:
+    """A uint64 id as a string: it may exceed 2^53, and json.loads keeps integers exact.
+
+    Anything but an integer or a non-empty string (a float has lost digits already) is None.
+    """
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int):
+        return str(value)
+    return value if isinstance(value, str) and value else None
+
+
 def as_int(value: Any) -> int | None:
     """An int from a JSON number or a decimal string (``file_item.len`` is a string)."""
     if isinstance(value, bool):
@@ -130,7 +143,12 @@ def as_int(value: Any) -> int | None:
 
 
 def check_api_error(body: dict[str, Any]) -> None:
-    """An API error is ``ret`` present and non-zero, or ``errcode`` present and non-zero."""
+    """An API error is ``ret`` present and non-zero, or ``errcode`` present and non-zero.
+
+    That is the reference's rule for getupdates (``monitor.ts``). For sendmessage it checks
+    ``ret`` only; we apply the same rule there too, so that a refusal carried in ``errcode``
+    alone is never reported as sent (our choice).
+    """
     ret = as_int(body.get("ret"))
     errcode = as_int(body.get("errcode"))
     if ret or errcode:
@@ -217,7 +235,7 @@ class IlinkClient:
             raise IlinkTransportError("empty response body", status=response.status_code)
         try:
             parsed = response.json()
-        except ValueError:
+        except (ValueError, RecursionError):  # an HTML page; JSON nested too deep to parse
             raise IlinkTransportError(
                 f"the body is not JSON: {response.text[:ERROR_EXCERPT]}",
                 status=response.status_code,

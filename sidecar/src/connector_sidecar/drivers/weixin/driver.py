@@ -51,6 +51,7 @@ from connector_sidecar.drivers.weixin.client import (
     IlinkApiError,
     IlinkClient,
     IlinkTransportError,
+    as_id,
 )
 from connector_sidecar.drivers.weixin.inbound import Poller, PollTiming, Sleep, context_token_key
 from connector_sidecar.drivers.weixin.markdown import wechat_safe_markdown
@@ -204,6 +205,5 @@ class WeixinDriver(Driver):
             if status is not None and 400 <= status < 500 and status not in _RETRYABLE_4XX:
                 raise RejectedSendError(f"http_{status}", str(exc)) from None
             raise TransientSendError(str(exc), retry_after=exc.retry_after) from None
-        message_id = answer.get("message_id")
         # `{}` and a missing ret count as success (the reference); the id is then our client_id.
-        return str(message_id) if message_id not in (None, "") else client_id
+        return as_id(answer.get("message_id")) or client_id

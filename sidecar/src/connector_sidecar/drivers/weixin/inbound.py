@@ -37,6 +37,7 @@ from connector_sidecar.drivers.weixin.client import (
     IlinkClient,
     IlinkError,
     IlinkTransportError,
+    as_id,
     as_int,
 )
 from connector_sidecar.store import ConnectionRecord, InboundMessage
@@ -59,10 +60,16 @@ log = logging.getLogger(__name__)
 CURSOR_KEY = "cursor"
 CONTEXT_TOKEN_PREFIX = "ctx:"  # noqa: S105 - a key prefix, not a secret
 # The server holds getupdates for longpolling_timeout_ms; a little grace lets its own (empty)
-# answer arrive before our client gives up.
+# answer arrive before our client gives up. The reference times out at exactly the hint (our
+# choice; either way a timeout is only an empty answer).
 POLL_GRACE_SECONDS = 5.0
 
 ITEM_TYPES = {1: "text", 2: "image", 3: "voice", 4: "file", 5: "video"}
+OUTBOUND_ONLY_ITEM_TYPES = frozenset({11, 12})  # tool-call progress items
+UNSUPPORTED_PLACEHOLDER = "[unsupported message]"
+# The reference takes longpolling_timeout_ms as it comes; a bound keeps an absurd value from
+# wedging the loop (our choice).
+MAX_POLL_TIMEOUT_MS = 300_000
 # The reference downloads one media item with this priority (voice only without transcript).
 MEDIA_PRIORITY = ("image", "video", "file", "voice")
 PLACEHOLDERS = {"image": "[image]", "voice": "[voice]", "video": "[video]", "file": "[file]"}
@@ -87,15 +94,27 @@ class PollTiming:
 # -- normalisation ----------------------------------------------------------------------------------
 
 
-def _as_id(value: Any) -> str | None:
-    """uint64 ids may exceed 2^53; json.loads keeps them exact, we keep them as strings."""
-    if value is None or isinstance(value, bool) or value == "":
-        return None
-    return str(value)
-
-
 def _dict(value: Any) -> dict[str, Any]:
     return value if isinstance(value, dict) else {}
+
+
+def _list(value: Any) -> list[Any]:
+    return value if isinstance(value, list) else []
+
+
+def _str(value: Any) -> str | None:
+    return value if isinstance(value, str) and value else None
+
+
+def _timestamp(millis: Any) -> str | None:
+    """``create_time_ms`` as a contract timestamp; None when absent or out of range."""
+    value = as_int(millis)
+    if value is None or value <= 0:
+        return None
+    try:
+        return format_timestamp(value / 1000)
+    except (OverflowError, ValueError, OSError):
+        return None
 
 
 def _media_ref(payload: dict[str, Any]) -> str | None:
@@ -129,10 +148,10 @@ def _media_descriptor(kind: str, payload: dict[str, Any]) -> dict[str, Any]:
         name = payload.get("file_name")
         descriptor["fileName"] = name if isinstance(name, str) and name else None
         descriptor["size"] = as_int(payload.get("len"))
-        descriptor["md5"] = payload.get("md5") or None
+        descriptor["md5"] = _str(payload.get("md5"))
     elif kind == "video":
         descriptor["size"] = as_int(payload.get("video_size"))
-        descriptor["md5"] = payload.get("video_md5") or None
+        descriptor["md5"] = _str(payload.get("video_md5"))
         if (length := as_int(payload.get("play_length"))) is not None:
             descriptor["playLength"] = length  # the unit is [unconfirmed]
     elif kind == "voice":
@@ -151,16 +170,26 @@ class _Body:
     message_type: str
     content: str
     media: list[dict[str, Any]]
+    unknown_types: list[int] = dataclasses.field(default_factory=list)
 
 
 def _body(items: list[dict[str, Any]]) -> _Body | None:
-    """The reference's body extraction: first text wins, then a voice transcript, then media."""
+    """The reference's body extraction: first text wins, then a voice transcript, then media.
+
+    Items of a type this driver does not know still make a message (``unknown``), so a new
+    kind of message is passed on rather than lost; empty messages and the outbound-only
+    tool-call items make none.
+    """
     texts: list[str] = []
     transcripts: list[str] = []
     media: list[dict[str, Any]] = []
+    unknown: list[int] = []
     for item in items:
-        kind = ITEM_TYPES.get(as_int(item.get("type")) or 0)
+        item_type = as_int(item.get("type"))
+        kind = ITEM_TYPES.get(item_type) if item_type is not None else None
         if kind is None:
+            if item_type is not None and item_type not in OUTBOUND_ONLY_ITEM_TYPES:
+                unknown.append(item_type)
             continue
         payload = _dict(item.get(f"{kind}_item"))
         if kind == "text":
@@ -183,6 +212,8 @@ def _body(items: list[dict[str, Any]]) -> _Body | None:
                 if descriptor.get("fileName"):
                     placeholder = f"[file: {descriptor['fileName']}]"
                 return _Body(kind, placeholder, media)
+    if unknown:
+        return _Body("unknown", UNSUPPORTED_PLACEHOLDER, [], unknown)
     return None
 
 
@@ -192,9 +223,9 @@ def _quoted(items: list[dict[str, Any]]) -> dict[str, Any] | None:
         ref = _dict(item.get("ref_msg"))
         if not ref:
             continue
-        quoted: dict[str, Any] = {"messageId": _as_id(ref.get("svr_id"))}
-        if isinstance(ref.get("title"), str) and ref["title"]:
-            quoted["title"] = ref["title"]
+        quoted: dict[str, Any] = {"messageId": as_id(ref.get("svr_id"))}
+        if title := _str(ref.get("title")):
+            quoted["title"] = title
         inner = _dict(ref.get("message_item"))
         body = _body([inner]) if inner else None
         if body is not None:
@@ -210,32 +241,41 @@ def _quoted(items: list[dict[str, Any]]) -> dict[str, Any] | None:
 
 
 def _message_id(msg: dict[str, Any]) -> str:
-    """``message_id``; else the fallbacks of open PR #240 (client_id, seq, body hash) [3rd-party]."""
-    if (message_id := _as_id(msg.get("message_id"))) is not None:
+    """``message_id``; else, like open PR #240, ``client_id`` and then a hash of the message
+    [3rd-party]. The PR's ``seq`` step is left out: whether seq is unique is [unconfirmed]."""
+    if (message_id := as_id(msg.get("message_id"))) is not None:
         return message_id
-    if (client_id := _as_id(msg.get("client_id"))) is not None:
+    if (client_id := as_id(msg.get("client_id"))) is not None:
         return f"client:{client_id}"
     digest = hashlib.sha256(json.dumps(msg, sort_keys=True, default=str).encode()).hexdigest()
     return f"hash:{digest[:32]}"
 
 
+def is_own_message(msg: dict[str, Any], *, bot_id: str | None) -> bool:
+    """The bot's own messages (hermes drops them the same way) [3rd-party]."""
+    if as_int(msg.get("message_type")) == MESSAGE_TYPE_BOT:
+        return True
+    return bot_id is not None and msg.get("from_user_id") == bot_id
+
+
 def normalise(msg: dict[str, Any], *, bot_id: str | None) -> InboundMessage | None:
-    """One WeixinMessage as an InboundMessage; None for the bot's own and empty messages."""
-    sender = msg.get("from_user_id")
-    if not isinstance(sender, str) or not sender:
+    """One WeixinMessage as an InboundMessage; None for the bot's own messages and for those
+    with no sender or nothing readable. Any JSON shape is taken: what cannot be read is left
+    out, nothing raises."""
+    sender = _str(msg.get("from_user_id"))
+    if sender is None or is_own_message(msg, bot_id=bot_id):
         return None
-    if sender == bot_id or msg.get("message_type") == MESSAGE_TYPE_BOT:
-        return None  # the bot's own messages (hermes drops them the same way) [3rd-party]
-    items = [i for i in msg.get("item_list") or [] if isinstance(i, dict)]
+    items = [i for i in _list(msg.get("item_list")) if isinstance(i, dict)]
     body = _body(items)
     if body is None:
         return None
     metadata: dict[str, Any] = {}
     if body.media:
         metadata["media"] = body.media
+    if body.unknown_types:
+        metadata["itemTypes"] = body.unknown_types
     if (quoted := _quoted(items)) is not None:
         metadata["quoted"] = quoted
-    created = as_int(msg.get("create_time_ms"))
     return InboundMessage(
         message_id=_message_id(msg),
         peer_id=sender,
@@ -243,7 +283,7 @@ def normalise(msg: dict[str, Any], *, bot_id: str | None) -> InboundMessage | No
         user_id=sender,
         message_type=body.message_type,
         content=body.content,
-        timestamp=format_timestamp(created / 1000) if created else None,
+        timestamp=_timestamp(msg.get("create_time_ms")),
         metadata=metadata,
     )
 
@@ -252,15 +292,9 @@ def newest_context_tokens(msgs: list[dict[str, Any]], *, bot_id: str | None) -> 
     """``ctx:<peer>`` → the latest ``context_token`` each peer sent in this batch."""
     tokens: dict[str, str] = {}
     for msg in msgs:
-        sender = msg.get("from_user_id")
-        token = msg.get("context_token")
-        if (
-            isinstance(sender, str)
-            and sender
-            and sender != bot_id
-            and isinstance(token, str)
-            and token
-        ):
+        sender = _str(msg.get("from_user_id"))
+        token = _str(msg.get("context_token"))
+        if sender is not None and sender != bot_id and token is not None:
             tokens[context_token_key(sender)] = token
     return tokens
 
@@ -316,34 +350,53 @@ class Poller:
                     return
                 failures = await self._failed(str(exc), failures)
                 continue
+            msgs = answer.get("msgs")
+            if msgs is not None and not isinstance(msgs, list):
+                # Whatever it holds cannot be stored, so its cursor must not be adopted either.
+                failures = await self._failed(
+                    "getupdates answered msgs that is not a list", failures
+                )
+                continue
             failures = 0
             if self.status != "connected":
                 await self.ctx.set_status(self.connection_id, "connected")
                 self.status = "connected"
-            cursor = await self._commit(answer, cursor)
+            cursor = await self._commit(msgs or [], answer.get("get_updates_buf"), cursor)
             hint = as_int(answer.get("longpolling_timeout_ms"))
             if hint is not None and hint > 0:
-                timeout = hint / 1000
+                timeout = min(hint, MAX_POLL_TIMEOUT_MS) / 1000
 
-    async def _commit(self, answer: dict[str, Any], cursor: str) -> str:
-        """Messages, cursor and reply tokens in one transaction; returns the cursor to poll with."""
-        raw = [m for m in answer.get("msgs") or [] if isinstance(m, dict)]
-        new_cursor = answer.get("get_updates_buf")
+    async def _commit(self, msgs: list[Any], new_cursor: Any, cursor: str) -> str:
+        """Messages, cursor and reply tokens in one transaction; returns the cursor to poll with.
+
+        Every entry of the batch is stored, or skipped on purpose with a reason in the log (the
+        bot's own messages; entries with no sender or nothing readable), before the cursor moves.
+        """
+        raw: list[dict[str, Any]] = []
+        messages: list[InboundMessage] = []
+        for index, entry in enumerate(msgs):
+            if not isinstance(entry, dict):
+                log.warning(
+                    "%s: entry %d of the batch is not a message; skipped", self.connection_id, index
+                )
+                continue
+            raw.append(entry)
+            message = normalise(entry, bot_id=self.bot_id)
+            if message is not None:
+                messages.append(message)
+            elif not is_own_message(entry, bot_id=self.bot_id):
+                log.warning(
+                    "%s: message %s has no sender or nothing readable; skipped",
+                    self.connection_id,
+                    as_id(entry.get("message_id")) or f"#{index}",
+                )
         # A new cursor is adopted only when non-empty (the reference's rule).
         next_cursor = new_cursor if isinstance(new_cursor, str) and new_cursor else cursor
-        messages = [m for m in (normalise(r, bot_id=self.bot_id) for r in raw) if m is not None]
         state = newest_context_tokens(raw, bot_id=self.bot_id)
         if next_cursor != cursor:
             state[CURSOR_KEY] = next_cursor
         if messages or state:
             await self.ctx.ingest(self.connection_id, messages, state=state)
-            if len(raw) != len(messages):
-                log.debug(
-                    "%s: %d of %d messages were the bot's own or empty",
-                    self.connection_id,
-                    len(raw) - len(messages),
-                    len(raw),
-                )
         return next_cursor
 
     async def _failed(self, error: str, failures: int) -> int:

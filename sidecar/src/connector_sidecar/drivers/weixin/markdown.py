@@ -8,11 +8,13 @@ blockquotes, H1–H4, and italic/bold-italic around non-CJK text. Changed:
 - H5/H6 markers (``#####``, ``######``) are removed, keeping the heading text;
 - images ``![alt](url)`` are dropped completely;
 - a bare ``<`` (not starting a tag) becomes the full-width ``＜``: WeChat takes any ``<`` as a
-  tag start and swallows the rest of the line. This rule is from the reference repository after
-  2.4.9, not from the protocol notes [unconfirmed].
+  tag start and swallows the rest of the line. This rule is not in the protocol notes (2.4.9);
+  it is in the reference repository's later ``src/messaging/markdown-filter.ts``.
 
 The reference filters a stream character by character; we have the whole text, so this works
-line by line with regular expressions and gives the same results on whole messages.
+line by line with regular expressions and gives the same results on whole messages, with one
+difference: the reference does not look at backticks inside a line, so it also rewrites italics,
+images and ``<`` within inline code; we leave inline code as it is, as the notes' table says.
 """
 
 from __future__ import annotations
