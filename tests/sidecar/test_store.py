@@ -205,3 +205,40 @@ async def test_concurrent_traffic_through_the_api(make_sidecar: SidecarFactory) 
         deliveries = (await sidecar.client.get("/deliveries", params={"limit": "500"})).json()
         assert len(deliveries["items"]) == 60
         assert sum([len(await sidecar.sent(f"conn_{n}")) for n in range(4)]) == 60
+
+
+async def test_a_finished_session_keeps_no_secrets_or_driver_state(tmp_path: Path) -> None:
+    """Once a session is terminal its driver state, QR image and secret options are gone."""
+    from connector_sidecar._clock import system_clock
+    from connector_sidecar.store import SessionRecord, Store
+
+    store = Store(Database(tmp_path / "sidecar.sqlite3"), system_clock)
+    await store.db.open()
+    try:
+        session = SessionRecord(
+            session_id="cs_1",
+            kind="feishu",
+            connection_id="c1",
+            channel_id="ch",
+            status="qr_ready",
+            options={"appId": "cli_1", "appSecret": "s3cret", "encryptKey": "k", "mode": "webhook"},
+            qr_image="data:image/png;base64,AAAA",
+            state={"clientSecret": "s3cret", "deviceCode": "d"},
+        )
+        await store.db.transaction(store.sessions.insert, session)
+        running = await store.db.transaction(
+            lambda c: store.sessions.update(c, "cs_1", status="scanned")
+        )
+        assert running.state == {"clientSecret": "s3cret", "deviceCode": "d"}
+        done = await store.db.transaction(
+            lambda c: store.sessions.update(c, "cs_1", status="cancelled", error="cancelled")
+        )
+        raw = await store.db.run(
+            lambda c: str(tuple(c.execute("SELECT * FROM sessions").fetchone()))
+        )
+    finally:
+        await store.db.close()
+    assert done.state == {}
+    assert done.qr_image is None
+    assert done.options == {"appId": "cli_1", "mode": "webhook"}
+    assert "s3cret" not in raw

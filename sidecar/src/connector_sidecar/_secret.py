@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Final
 
-__all__ = ["Secret"]
+__all__ = ["Secret", "is_secret_key"]
 
 
 class Secret:
@@ -32,3 +32,9 @@ class Secret:
 
     def __bool__(self) -> bool:
         return bool(self._value)
+
+
+def is_secret_key(key: str) -> bool:
+    """Whether an option or state key names a secret (``appSecret``, ``encryptKey``, ``botToken``…)."""
+    lowered = key.lower()
+    return any(word in lowered for word in ("secret", "token", "password", "key"))

@@ -16,6 +16,7 @@ from typing import Any
 import httpx
 
 from connector_sidecar._clock import Clock
+from connector_sidecar._secret import is_secret_key
 from connector_sidecar.config import Settings
 from connector_sidecar.drivers.base import Driver, SessionClosedError
 from connector_sidecar.store import (
@@ -355,7 +356,7 @@ class Runtime:
                 account_id=login.account_id,
                 display_name=login.display_name,
                 credentials=login.credentials,
-                options={k: v for k, v in session.options.items() if not _is_secret_key(k)},
+                options={k: v for k, v in session.options.items() if not is_secret_key(k)},
                 last_error=None,
             )
             self.store.sessions.update(
@@ -405,11 +406,6 @@ class _Login:
     display_name: str | None
     credentials: dict[str, Any] = dataclasses.field(repr=False)
     metadata: dict[str, Any]
-
-
-def _is_secret_key(key: str) -> bool:
-    lowered = key.lower()
-    return any(word in lowered for word in ("secret", "token", "password", "key"))
 
 
 def _mark_seen(task: asyncio.Future[Any]) -> None:

@@ -11,6 +11,7 @@ import msgspec
 
 from connector_contracts import TERMINAL_SESSION_STATUSES
 from connector_sidecar._clock import Clock, now_ms
+from connector_sidecar._secret import is_secret_key
 from connector_sidecar.store._rows import update_row
 
 __all__ = ["SessionRecord", "Sessions", "new_session_id"]
@@ -97,6 +98,17 @@ class Sessions:
         return record
 
     def update(self, conn: sqlite3.Connection, session_id: str, **changes: Any) -> SessionRecord:
+        """Change a session. When it becomes terminal, what only a running pairing needed goes:
+        the driver's state, the QR image, and secret-looking options (a Feishu appSecret): the
+        login, if any, now lives on the connection."""
+        if changes.get("status") in TERMINAL_SESSION_STATUSES:
+            current = self.get(conn, session_id)
+            changes.setdefault("state", {})
+            changes.setdefault("qr_image", None)
+            if current is not None:
+                changes.setdefault(
+                    "options", {k: v for k, v in current.options.items() if not is_secret_key(k)}
+                )
         update_row(
             conn,
             table="sessions",
