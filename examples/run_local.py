@@ -22,18 +22,17 @@ from pathlib import Path
 import httpx
 
 ROOT = Path(__file__).resolve().parent.parent
-VAR = ROOT / "var"
-LOCAL_ENV = VAR / "local.env"
 SIDECAR_PORT = int(os.environ.get("SIDECAR_PORT", "8787"))
 ECHO_PORT = int(os.environ.get("ECHO_PORT", "8000"))
 BRIDGE_PATH = "/api/channel-connector-bridge/events"
 
 
-def _local_env() -> dict[str, str]:
-    """The dev tokens, made on the first run and reused after."""
+def _local_env(var: Path) -> dict[str, str]:
+    """The dev tokens, made on the first run and reused after (kept in ``var/local.env``)."""
+    local_env = var / "local.env"
     values: dict[str, str] = {}
-    if LOCAL_ENV.exists():
-        for line in LOCAL_ENV.read_text().splitlines():
+    if local_env.exists():
+        for line in local_env.read_text().splitlines():
             key, sep, value = line.partition("=")
             if sep and not key.startswith("#"):
                 values[key.strip()] = value.strip()
@@ -50,12 +49,12 @@ def _local_env() -> dict[str, str]:
             values[key] = make()
             changed = True
     if changed:
-        VAR.mkdir(parents=True, exist_ok=True)
-        LOCAL_ENV.write_text(
+        var.mkdir(parents=True, exist_ok=True)
+        local_env.write_text(
             "# Made by `make run` for local development; delete it to get new tokens.\n"
             + "".join(f"{k}={v}\n" for k, v in values.items())
         )
-        LOCAL_ENV.chmod(0o600)
+        local_env.chmod(0o600)
     return values
 
 
@@ -85,16 +84,20 @@ def main() -> None:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--sidecar-only", action="store_true", help="start only the sidecar")
+    parser.add_argument(
+        "--var-dir", type=Path, default=ROOT / "var", help="tokens and data (default: ./var)"
+    )
     args = parser.parse_args()
+    var: Path = args.var_dir.resolve()
 
-    tokens = _local_env()
+    tokens = _local_env(var)
     base_env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     sidecar_env = {
         **base_env,
         "EXTERNAL_CONNECTOR_TOKEN": tokens["EXTERNAL_CONNECTOR_TOKEN"],
         "SIDECAR_HOST": "127.0.0.1",
         "SIDECAR_PORT": str(SIDECAR_PORT),
-        "SIDECAR_DATA_DIR": str(VAR / "sidecar"),
+        "SIDECAR_DATA_DIR": str(var / "sidecar"),
     }
     if not args.sidecar_only:
         sidecar_env |= {
@@ -131,14 +134,14 @@ def main() -> None:
                 "BRIDGE_SIGNING_SECRET": tokens["BRIDGE_SIGNING_SECRET"],
                 "ECHO_HOST": "127.0.0.1",
                 "ECHO_PORT": str(ECHO_PORT),
-                "ECHO_DATA_DIR": str(VAR / "echo"),
+                "ECHO_DATA_DIR": str(var / "echo"),
             }
             echo = subprocess.Popen(
                 [sys.executable, "-m", "examples.echo_host"], env=echo_env, cwd=ROOT
             )
             processes.append(("echo host", echo))
             _wait_healthy("the echo host", f"http://127.0.0.1:{ECHO_PORT}/healthz", echo)
-        _banner(tokens, echo=not args.sidecar_only)
+        _banner(tokens, var, echo=not args.sidecar_only)
         while all(proc.poll() is None for _, proc in processes):
             time.sleep(0.5)
         for name, proc in processes:
@@ -153,14 +156,14 @@ def main() -> None:
         stop()
 
 
-def _banner(tokens: dict[str, str], *, echo: bool) -> None:
+def _banner(tokens: dict[str, str], var: Path, *, echo: bool) -> None:
     url = f"http://127.0.0.1:{SIDECAR_PORT}"
     lines = [
         "",
         "The connector sidecar is running.",
         f"  API         {url}   (OpenAPI: {url}/openapi.json)",
         f"  token       export TOKEN={tokens['EXTERNAL_CONNECTOR_TOKEN']}",
-        f"  data        {VAR / 'sidecar'}",
+        f"  data        {var / 'sidecar'}",
     ]
     if echo:
         lines.append(

@@ -1,0 +1,179 @@
+"""The whole system as a newcomer runs it: the sidecar and the SDK-built echo host as processes."""
+
+from __future__ import annotations
+
+import base64
+import os
+import secrets
+import signal
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from connector_sidecar.testing import ManagedProcess, SidecarProcess, free_port, wait_until
+
+pytestmark = pytest.mark.e2e
+
+ROOT = Path(__file__).resolve().parents[2]
+BRIDGE_PATH = "/api/channel-connector-bridge/events"
+
+
+def _python_env(**extra: str) -> dict[str, str]:
+    keep = ("PATH", "HOME", "VIRTUAL_ENV", "PYTHONPATH")
+    return {k: v for k, v in os.environ.items() if k in keep} | extra
+
+
+def _echoes(client: httpx.Client, connection_id: str) -> list[dict[str, Any]]:
+    response = client.get(f"/sim/connections/{connection_id}/sent")
+    assert response.status_code == 200, response.text
+    return [item for item in response.json()["items"] if item["content"].startswith("echo: ")]
+
+
+def test_round_trip_through_the_echo_host(tmp_path: Path) -> None:
+    """A sim message reaches the echo host, its reply reaches the sim once, even when redelivered."""
+    echo_port = free_port()
+    token = "api-" + secrets.token_hex(8)
+    bridge_token = "bridge-" + secrets.token_hex(8)
+    signing_secret = "whsec_" + base64.b64encode(secrets.token_bytes(24)).decode()
+    sidecar = SidecarProcess(
+        tmp_path / "sidecar",
+        token=token,
+        env={
+            "BRIDGE_URL": f"http://127.0.0.1:{echo_port}{BRIDGE_PATH}",
+            "BRIDGE_TOKEN": bridge_token,
+            "BRIDGE_SIGNING_SECRET": signing_secret,
+        },
+    )
+    echo = ManagedProcess(
+        [sys.executable, "-m", "examples.echo_host"],
+        env=_python_env(
+            SIDECAR_URL=sidecar.url,
+            EXTERNAL_CONNECTOR_TOKEN=token,
+            BRIDGE_TOKEN=bridge_token,
+            BRIDGE_SIGNING_SECRET=signing_secret,
+            ECHO_HOST="127.0.0.1",
+            ECHO_PORT=str(echo_port),
+            ECHO_DATA_DIR=str(tmp_path / "echo"),
+        ),
+        log_path=tmp_path / "echo.log",
+        cwd=ROOT,
+    )
+    sidecar.start()
+    echo.start()
+    try:
+        wait_until(
+            lambda: (
+                httpx.get(f"http://127.0.0.1:{echo_port}/healthz", timeout=2).status_code == 200
+            ),
+            timeout=30,
+            what="the echo host",
+        )
+        with sidecar.client() as client:
+            paired = client.post(
+                "/connector-sessions",
+                json={
+                    "kind": "sim",
+                    "connectionId": "demo",
+                    "channelId": "sim-demo",
+                    "options": {"autoConfirm": True},
+                },
+            )
+            assert paired.status_code == 201, paired.text
+            assert paired.json()["status"] == "connected"
+
+            sent = client.post(
+                "/sim/connections/demo/messages",
+                json={"peerId": "alice", "content": "hello", "messageId": "m-1"},
+            )
+            assert sent.status_code == 202, sent.text
+            event_id = sent.json()["eventId"]
+            echoes = wait_until(lambda: _echoes(client, "demo"), timeout=30, what="the echo")
+            assert [e["content"] for e in echoes] == ["echo: hello"]
+            assert echoes[0]["peerId"] == "alice"
+
+            delivered = client.get(
+                "/deliveries", params={"connectionId": "demo", "status": "delivered"}
+            )
+            assert [d["eventId"] for d in delivered.json()["items"]] == [event_id]
+
+            # The operator replays the delivered event: the host dedupes it, no second echo.
+            replay = client.post(f"/deliveries/{event_id}/replay")
+            assert replay.status_code == 200, replay.text
+            wait_until(
+                lambda: client.get(
+                    "/deliveries", params={"connectionId": "demo", "status": "delivered"}
+                ).json()["items"],
+                timeout=30,
+                what="the replay to be delivered",
+            )
+            # A vendor redelivery of the same message is the same event: nothing new either.
+            again = client.post(
+                "/sim/connections/demo/messages",
+                json={"peerId": "alice", "content": "hello", "messageId": "m-1"},
+            )
+            assert again.json()["eventId"] == event_id
+            # The echo host answered the replay only after handling it, so a second echo would be here.
+            assert [e["content"] for e in _echoes(client, "demo")] == ["echo: hello"]
+    finally:
+        assert echo.terminate() == 0, echo.log_tail()
+        assert sidecar.terminate() == 0, sidecar.log_tail()
+
+
+def test_make_run_launcher_starts_both_and_stops_cleanly(tmp_path: Path) -> None:
+    """``python -m examples.run_local`` (what `make run` runs) wires both processes and stops them on SIGTERM."""
+    sidecar_port, echo_port = free_port(), free_port()
+    log = (tmp_path / "run.log").open("wb")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "examples.run_local", "--var-dir", str(tmp_path / "var")],
+        env=_python_env(SIDECAR_PORT=str(sidecar_port), ECHO_PORT=str(echo_port)),
+        cwd=ROOT,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
+    try:
+        wait_until(
+            lambda: "Ctrl-C stops everything" in (tmp_path / "run.log").read_text(),
+            timeout=60,
+            what="the launcher's banner",
+        )
+        banner = (tmp_path / "run.log").read_text()
+        tokens = dict(
+            line.split("=", 1)
+            for line in (tmp_path / "var" / "local.env").read_text().splitlines()
+            if "=" in line
+        )
+        token = tokens["EXTERNAL_CONNECTOR_TOKEN"]
+        assert f"export TOKEN={token}" in banner
+        assert f"http://127.0.0.1:{sidecar_port}" in banner
+        with httpx.Client(
+            base_url=f"http://127.0.0.1:{sidecar_port}",
+            headers={"Authorization": f"Bearer {token}"},
+            timeout=30,
+        ) as client:
+            paired = client.post(
+                "/connector-sessions",
+                json={
+                    "kind": "sim",
+                    "connectionId": "demo",
+                    "channelId": "sim-demo",
+                    "options": {"autoConfirm": True},
+                },
+            )
+            assert paired.json()["status"] == "connected", paired.text
+            client.post("/sim/connections/demo/messages", json={"peerId": "alice", "content": "hi"})
+            echoes = wait_until(lambda: _echoes(client, "demo"), timeout=30, what="the echo")
+            assert [e["content"] for e in echoes] == ["echo: hi"]
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=30) == 0
+        for port in (sidecar_port, echo_port):
+            with pytest.raises(httpx.ConnectError):
+                httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=2)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(timeout=10)
+        log.close()
