@@ -33,6 +33,20 @@ def _echoes(client: httpx.Client, connection_id: str) -> list[dict[str, Any]]:
     return [item for item in response.json()["items"] if item["content"].startswith("echo: ")]
 
 
+def _pair_sim(client: httpx.Client, connection_id: str) -> None:
+    paired = client.post(
+        "/connector-sessions",
+        json={
+            "kind": "sim",
+            "connectionId": connection_id,
+            "channelId": "sim-demo",
+            "options": {"autoConfirm": True},
+        },
+    )
+    assert paired.status_code == 201, paired.text
+    assert paired.json()["status"] == "connected"
+
+
 def test_round_trip_through_the_echo_host(tmp_path: Path) -> None:
     """A sim message reaches the echo host, its reply reaches the sim once, even when redelivered."""
     echo_port = free_port()
@@ -73,17 +87,7 @@ def test_round_trip_through_the_echo_host(tmp_path: Path) -> None:
             what="the echo host",
         )
         with sidecar.client() as client:
-            paired = client.post(
-                "/connector-sessions",
-                json={
-                    "kind": "sim",
-                    "connectionId": "demo",
-                    "channelId": "sim-demo",
-                    "options": {"autoConfirm": True},
-                },
-            )
-            assert paired.status_code == 201, paired.text
-            assert paired.json()["status"] == "connected"
+            _pair_sim(client, "demo")
 
             sent = client.post(
                 "/sim/connections/demo/messages",
@@ -154,16 +158,7 @@ def test_make_run_launcher_starts_both_and_stops_cleanly(tmp_path: Path) -> None
             headers={"Authorization": f"Bearer {token}"},
             timeout=30,
         ) as client:
-            paired = client.post(
-                "/connector-sessions",
-                json={
-                    "kind": "sim",
-                    "connectionId": "demo",
-                    "channelId": "sim-demo",
-                    "options": {"autoConfirm": True},
-                },
-            )
-            assert paired.json()["status"] == "connected", paired.text
+            _pair_sim(client, "demo")
             client.post("/sim/connections/demo/messages", json={"peerId": "alice", "content": "hi"})
             echoes = wait_until(lambda: _echoes(client, "demo"), timeout=30, what="the echo")
             assert [e["content"] for e in echoes] == ["echo: hi"]
