@@ -6,34 +6,15 @@ from typing import Any, TypeVar
 
 import msgspec
 
-from connector_contracts.models import (
-    BridgeEvent,
-    ConnectorSessionView,
-    HostAnswer,
-    SendRequest,
-    SendResult,
-)
+from connector_contracts.models import BridgeEvent
 
-__all__ = [
-    "bridge_event_decoder",
-    "decode",
-    "encode",
-    "host_answer_decoder",
-    "json_decoder",
-    "send_request_decoder",
-    "send_result_decoder",
-    "session_view_decoder",
-]
+__all__ = ["bridge_event_decoder", "decode", "encode", "json_decoder"]
 
 T = TypeVar("T")
 
 _encoder = msgspec.json.Encoder()
 json_decoder: msgspec.json.Decoder[Any] = msgspec.json.Decoder()
 bridge_event_decoder = msgspec.json.Decoder(BridgeEvent)
-host_answer_decoder = msgspec.json.Decoder(HostAnswer)
-send_request_decoder = msgspec.json.Decoder(SendRequest)
-send_result_decoder = msgspec.json.Decoder(SendResult)
-session_view_decoder = msgspec.json.Decoder(ConnectorSessionView)
 
 _decoders: dict[type[Any], msgspec.json.Decoder[Any]] = {}
 

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-from typing import Final
+from collections.abc import Mapping
+from typing import Any, Final
 
-__all__ = ["Secret", "is_secret_key"]
+__all__ = ["Secret", "is_secret_key", "without_secrets"]
 
 
 class Secret:
@@ -38,3 +39,8 @@ def is_secret_key(key: str) -> bool:
     """Whether an option or state key names a secret (``appSecret``, ``encryptKey``, ``botToken``…)."""
     lowered = key.lower()
     return any(word in lowered for word in ("secret", "token", "password", "key"))
+
+
+def without_secrets(values: Mapping[str, Any]) -> dict[str, Any]:
+    """``values`` less the keys :func:`is_secret_key` names secrets."""
+    return {k: v for k, v in values.items() if not is_secret_key(k)}

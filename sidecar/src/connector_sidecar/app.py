@@ -127,7 +127,7 @@ def create_app(
         try:
             await runtime.start()
             await worker.start()
-            housekeeping = runtime.spawn(_housekeeping(svc), name="housekeeping")
+            housekeeping = runtime.spawn(_housekeeping(sender), name="housekeeping")
             log.info(
                 "sidecar ready on %s:%d with %s; data in %s",
                 settings.host,
@@ -159,10 +159,10 @@ def create_app(
     return app
 
 
-async def _housekeeping(svc: Services) -> None:
+async def _housekeeping(sender: Sender) -> None:
     while True:
         try:
-            await svc.sender.housekeeping()
+            await sender.housekeeping()
         except Exception:
             log.exception("housekeeping failed")
         await asyncio.sleep(HOUSEKEEPING_SECONDS)

@@ -63,12 +63,12 @@ class Settings:
         env = os.environ if env is None else env
         r = _Reader(env)
         return cls(
-            token=r.secret("EXTERNAL_CONNECTOR_TOKEN", required=True),
+            token=r.token("EXTERNAL_CONNECTOR_TOKEN"),
             host=r.host("SIDECAR_HOST", "127.0.0.1"),
             port=r.integer("SIDECAR_PORT", 8787, low=1, high=65535),
             data_dir=Path(r.text("SIDECAR_DATA_DIR", "./var")),
             connectors=r.connectors("SIDECAR_CONNECTORS"),
-            bridge_url=r.url("BRIDGE_URL", None),
+            bridge_url=r.url("BRIDGE_URL"),
             bridge_token=r.optional_secret("BRIDGE_TOKEN"),
             bridge_signing_secrets=r.signing_secrets("BRIDGE_SIGNING_SECRET"),
             bridge_concurrency=r.integer("BRIDGE_CONCURRENCY", 16, low=1, high=1024),
@@ -76,11 +76,9 @@ class Settings:
             bridge_max_age_seconds=r.number(
                 "BRIDGE_MAX_AGE_SECONDS", 86400.0, low=1, high=30 * 86400
             ),
-            weixin_base_url=r.url("WEIXIN_BASE_URL", DEFAULT_WEIXIN_BASE_URL)
-            or DEFAULT_WEIXIN_BASE_URL,
-            feishu_base_url=r.url("FEISHU_BASE_URL", DEFAULT_FEISHU_BASE_URL)
-            or DEFAULT_FEISHU_BASE_URL,
-            lark_base_url=r.url("LARK_BASE_URL", DEFAULT_LARK_BASE_URL) or DEFAULT_LARK_BASE_URL,
+            weixin_base_url=r.base_url("WEIXIN_BASE_URL", DEFAULT_WEIXIN_BASE_URL),
+            feishu_base_url=r.base_url("FEISHU_BASE_URL", DEFAULT_FEISHU_BASE_URL),
+            lark_base_url=r.base_url("LARK_BASE_URL", DEFAULT_LARK_BASE_URL),
             log_level=r.choice("LOG_LEVEL", "info", LOG_LEVELS),
             log_format=r.choice("LOG_FORMAT", "console", ("console", "json")),
         )
@@ -104,7 +102,7 @@ class _Reader:
     def text(self, name: str, default: str) -> str:
         return self.raw(name) or default
 
-    def secret(self, name: str, *, required: bool) -> Secret:
+    def token(self, name: str) -> Secret:
         value = self.raw(name)
         if value is None:
             raise ConfigError(name, "is required (the bearer token hosts must send)")
@@ -150,14 +148,20 @@ class _Reader:
             raise ConfigError(name, f"must be an IP address or localhost, got {value!r}") from None
         return value
 
-    def url(self, name: str, default: str | None) -> str | None:
+    def url(self, name: str) -> str | None:
+        """An http(s) URL, exactly as given: BRIDGE_URL is POSTed to verbatim."""
         value = self.raw(name)
         if value is None:
-            return default
+            return None
         parts = urlsplit(value)
         if parts.scheme not in ("http", "https") or not parts.netloc:
             raise ConfigError(name, f"must be an http(s) URL, got {value!r}")
-        return value.rstrip("/") if name != "BRIDGE_URL" else value
+        return value
+
+    def base_url(self, name: str, default: str) -> str:
+        """A URL that paths are appended to: without a trailing slash."""
+        value = self.url(name)
+        return default if value is None else value.rstrip("/")
 
     def choice(self, name: str, default: str, options: tuple[str, ...]) -> str:
         value = (self.raw(name) or default).lower()

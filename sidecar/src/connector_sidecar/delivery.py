@@ -325,11 +325,6 @@ class DeliveryWorker:
     def configured(self) -> bool:
         return bool(self.settings.bridge_url)
 
-    @property
-    def paused(self) -> str | None:
-        """Why delivery is paused (the host refused our credentials), or None."""
-        return self._paused
-
     def readiness(self) -> str | None:
         """A readiness check for ``/readyz``."""
         if self._paused is None:
@@ -357,9 +352,10 @@ class DeliveryWorker:
     async def start(self) -> None:
         if self._purge_interval is not None and self._retention is None:
             self._retention = asyncio.create_task(self._retention_loop(), name="outbox-retention")
-        if not self.configured or self._main is not None:
-            if not self.configured:
-                log.warning("BRIDGE_URL is not set: inbound events are queued, not delivered")
+        if not self.configured:
+            log.warning("BRIDGE_URL is not set: inbound events are queued, not delivered")
+            return
+        if self._main is not None:
             return
         self._client = httpx.AsyncClient(
             timeout=httpx.Timeout(self.settings.bridge_timeout_seconds),

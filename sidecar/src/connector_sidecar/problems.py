@@ -108,17 +108,19 @@ async def read_body(request: Request) -> bytes:
         except ValueError:
             raise ApiProblem(400, "invalid_request", "Content-Length is not a number") from None
         if too_big:
-            raise ApiProblem(
-                413, "body_too_large", f"request bodies are limited to {MAX_BODY_BYTES} bytes"
-            )
+            raise _body_too_large()
     body = bytearray()
     async for part in request.stream():
         body += part
         if len(body) > MAX_BODY_BYTES:
-            raise ApiProblem(
-                413, "body_too_large", f"request bodies are limited to {MAX_BODY_BYTES} bytes"
-            )
+            raise _body_too_large()
     return bytes(body)
+
+
+def _body_too_large() -> ApiProblem:
+    return ApiProblem(
+        413, "body_too_large", f"request bodies are limited to {MAX_BODY_BYTES} bytes"
+    )
 
 
 async def read_json(request: Request, type_: type[T], *, empty_ok: bool = False) -> T:

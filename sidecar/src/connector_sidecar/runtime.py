@@ -16,7 +16,7 @@ from typing import Any
 import httpx
 
 from connector_sidecar._clock import Clock
-from connector_sidecar._secret import is_secret_key
+from connector_sidecar._secret import without_secrets
 from connector_sidecar.config import Settings
 from connector_sidecar.drivers.base import Driver, SessionClosedError
 from connector_sidecar.store import (
@@ -109,14 +109,6 @@ class DriverContext:
 
     async def get_state(self, connection_id: str, key: str) -> str | None:
         return await self.store.db.run(self.store.state.get, connection_id, key)
-
-    async def get_state_prefix(self, connection_id: str, prefix: str) -> dict[str, str]:
-        return await self.store.db.run(self.store.state.get_prefix, connection_id, prefix)
-
-    async def set_state(self, connection_id: str, values: dict[str, str]) -> None:
-        await self.store.db.transaction(
-            lambda c: self.store.state.set_many(c, connection_id, values)
-        )
 
 
 class Runtime:
@@ -356,7 +348,7 @@ class Runtime:
                 account_id=login.account_id,
                 display_name=login.display_name,
                 credentials=login.credentials,
-                options={k: v for k, v in session.options.items() if not is_secret_key(k)},
+                options=without_secrets(session.options),
                 last_error=None,
             )
             self.store.sessions.update(

@@ -15,6 +15,7 @@ import dataclasses
 import hashlib
 import logging
 import math
+import sqlite3
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
@@ -29,7 +30,7 @@ from tenacity import (
 from tenacity.wait import wait_base, wait_exponential, wait_random
 
 from connector_contracts import SendRequest, SendResult
-from connector_sidecar._clock import Sleep
+from connector_sidecar._clock import Sleep, now_ms
 from connector_sidecar.chunking import split_text
 from connector_sidecar.drivers.base import (
     DeferredSendError,
@@ -107,7 +108,7 @@ _ANSWERS: dict[str, tuple[int, bool]] = {
 }
 
 
-def stored_result(entry: LedgerEntry, *, duplicate: bool) -> SendOutcome:
+def _stored_result(entry: LedgerEntry, *, duplicate: bool) -> SendOutcome:
     """The answer a ledger entry stands for (a final one, or the current state for GET).
 
     ``providerMessageId`` names the message only once all of it reached the vendor (``sent``);
@@ -135,7 +136,7 @@ def chunks_for(driver: Driver, request: SendRequest) -> list[str]:
     return [chunk for chunk in split_text(text, driver.chunk_limit) if chunk.strip()]
 
 
-async def split_for(driver: Driver, request: SendRequest) -> list[str]:
+async def _split_for(driver: Driver, request: SendRequest) -> list[str]:
     """:func:`chunks_for`, in a thread for long content: up to 200,000 characters take ~0.1 s
     of CPU, which would stall every other request and the delivery worker."""
     if len(request.content) <= LONG_CONTENT:
@@ -143,7 +144,7 @@ async def split_for(driver: Driver, request: SendRequest) -> list[str]:
     return await asyncio.to_thread(chunks_for, driver, request)
 
 
-def rejected_problem(entry: LedgerEntry) -> ApiProblem:
+def _rejected_problem(entry: LedgerEntry) -> ApiProblem:
     return ApiProblem(
         502,
         "provider_rejected",
@@ -240,17 +241,18 @@ class Sender:
         entry = await self.store.db.run(self.store.ledger.get, request_id)
         if entry is None:
             raise ApiProblem(404, "request_not_found", f"no send with requestId {request_id!r}")
-        outcome = stored_result(entry, duplicate=False)
+        outcome = _stored_result(entry, duplicate=False)
         return SendOutcome(200, outcome.result)
 
     async def _execute(self, request: SendRequest, fingerprint: str) -> SendOutcome:
-        entry = await self.store.db.run(self.store.ledger.get, request.request_id)
+        entry, connection = await self.store.db.run(
+            self._read, request.request_id, request.connection_id
+        )
         if entry is not None:
             if entry.fingerprint != fingerprint:
                 raise _conflict(request.request_id)
             if entry.status != "pending":
                 return self._final(entry, duplicate=True)
-        connection = await self.store.db.run(self.store.connections.get, request.connection_id)
         if connection is None:
             raise ApiProblem(
                 404,
@@ -274,7 +276,7 @@ class Sender:
                 f"connector {connection.kind!r} is not enabled",
                 request_id=request.request_id,
             )
-        chunks = await split_for(driver, request)
+        chunks = await _split_for(driver, request)
         if not chunks:
             raise ApiProblem(
                 422,
@@ -289,10 +291,17 @@ class Sender:
             log.warning("send %s: chunking changed since the first attempt", request.request_id)
         return await self._deliver(entry, connection, driver, chunks)
 
+    def _read(
+        self, conn: sqlite3.Connection, request_id: str, connection_id: str
+    ) -> tuple[LedgerEntry | None, ConnectionRecord | None]:
+        """A send's ledger entry and its connection, in one trip to the database thread."""
+        entry = self.store.ledger.get(conn, request_id)
+        return entry, self.store.connections.get(conn, connection_id)
+
     def _final(self, entry: LedgerEntry, *, duplicate: bool) -> SendOutcome:
         if entry.status == "failed":
-            raise rejected_problem(entry)
-        return stored_result(entry, duplicate=duplicate)
+            raise _rejected_problem(entry)
+        return _stored_result(entry, duplicate=duplicate)
 
     async def _deliver(
         self,
@@ -345,14 +354,14 @@ class Sender:
                     entry, "failed", http_status=502, code=exc.code, detail=str(exc)
                 )
                 log.warning("send %s refused by the vendor: %s", request.request_id, exc)
-                raise rejected_problem(entry) from None
+                raise _rejected_problem(entry) from None
             except DeferredSendError as exc:
                 entry = await self._defer(entry, str(exc))
                 if peer_wrote():
                     # The peer wrote while the vendor answered "window closed": the flush
                     # that message started may have looked before this send was parked.
                     self._spawn_flush(entry.connection_id, entry.peer_id)
-                return stored_result(entry, duplicate=False)
+                return _stored_result(entry, duplicate=False)
             except LoginExpiredError as exc:
                 await self.runtime.set_status(
                     connection.connection_id, "auth_expired", last_error=str(exc)
@@ -379,7 +388,7 @@ class Sender:
                 self.store.ledger.record_chunk, request.request_id, index, provider_id
             )
         entry = await self._set_status(entry, "sent")
-        return stored_result(entry, duplicate=False)
+        return _stored_result(entry, duplicate=False)
 
     async def _send_chunk(
         self, driver: Driver, connection: ConnectionRecord, chunk: OutboundChunk
@@ -489,16 +498,17 @@ class Sender:
         entries = await self.store.db.run(self.store.ledger.deferred_for, connection_id, peer_id)
         for listed in entries:
             # Re-read: a newer deferred send may have dropped this one meanwhile.
-            entry = await self.store.db.run(self.store.ledger.get, listed.request_id)
+            entry, connection = await self.store.db.run(
+                self._read, listed.request_id, connection_id
+            )
             if entry is None or entry.status != "deferred":
                 continue
-            connection = await self.store.db.run(self.store.connections.get, connection_id)
             if connection is None or connection.status != "connected":
                 break
             driver = self.runtime.drivers.get(connection.kind)
             if driver is None:
                 break
-            chunks = await split_for(driver, entry.request)
+            chunks = await _split_for(driver, entry.request)
             try:
                 outcome = await self._deliver(entry, connection, driver, chunks)
             except ApiProblem as problem:
@@ -519,7 +529,7 @@ class Sender:
         The purge runs in small transactions until nothing old is left (bounded), so a busy day's
         entries go in one pass without holding the database thread for long.
         """
-        now = int(self.runtime.clock() * 1000)
+        now = now_ms(self.runtime.clock)
         expired = await self.store.db.transaction(
             self.store.ledger.expire_deferred, now - DEFERRED_TTL_MS
         )

@@ -14,7 +14,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -183,12 +183,3 @@ class SidecarProcess(ManagedProcess):
 
     def __exit__(self, *exc: object) -> None:
         self.terminate()
-
-
-@contextlib.contextmanager
-def running(process: ManagedProcess) -> Iterator[ManagedProcess]:
-    process.start()
-    try:
-        yield process
-    finally:
-        process.terminate()

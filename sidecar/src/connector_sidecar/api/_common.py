@@ -32,7 +32,7 @@ class Services:
     store: Store
     runtime: Runtime
     sender: Sender
-    delivery: DeliveryWorker | None = None  # None: replays run as plain transactions
+    delivery: DeliveryWorker
     readiness_checks: list[ReadinessCheck] = dataclasses.field(default_factory=list)
 
 

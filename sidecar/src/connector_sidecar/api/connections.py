@@ -9,7 +9,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from connector_contracts import ConnectionList, LogoutRequest, LogoutResult
+from connector_contracts import ConnectionList, ConnectionView, LogoutRequest, LogoutResult
 from connector_sidecar.api._common import json_response, services
 from connector_sidecar.problems import ApiProblem, read_json
 from connector_sidecar.views import connection_view
@@ -38,7 +38,7 @@ async def get_connection(request: Request) -> Response:
     svc = services(request)
     connection_id = request.path_params["connection_id"]
 
-    def work(conn: Any) -> Any:
+    def work(conn: Any) -> ConnectionView | None:
         connection = svc.store.connections.get(conn, connection_id)
         if connection is None:
             return None

@@ -9,22 +9,17 @@ event was first stored.
 from __future__ import annotations
 
 import re
-import sqlite3
-from collections.abc import Callable
-from typing import TypeVar
 
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
 from connector_contracts import DeliveryList, ReplayRequest, ReplayResult
-from connector_sidecar.api._common import Services, json_response, services
+from connector_sidecar.api._common import json_response, services
 from connector_sidecar.problems import ApiProblem, field_problem, read_body, read_json
 from connector_sidecar.views import delivery_view
 
 __all__ = ["routes"]
-
-T = TypeVar("T")
 
 STATUSES = ("pending", "delivered", "dead")
 _CURSOR = re.compile(r"s[0-9]{1,18}")
@@ -69,18 +64,13 @@ async def list_deliveries(request: Request) -> Response:
     )
 
 
-async def _requeue(svc: Services, work: Callable[[sqlite3.Connection], T]) -> T:
-    if svc.delivery is not None:
-        return await svc.delivery.requeue(work)  # serialised with its claims, then it rescans
-    return await svc.store.db.transaction(work)
-
-
 async def replay_one(request: Request) -> Response:
     """Re-queue one dead or delivered event; 409 while it is still pending."""
     svc = services(request)
     await read_body(request)  # the body is ``{}`` or empty; only its size is checked
     event_id = request.path_params["event_id"]
-    result = await _requeue(svc, lambda c: svc.store.outbox.replay_one(c, event_id))
+    # Through the worker: serialised with its claims, then it rescans the lanes.
+    result = await svc.delivery.requeue(lambda c: svc.store.outbox.replay_one(c, event_id))
     if result is None:
         raise ApiProblem(404, "delivery_not_found", f"no outbox event {event_id!r}")
     before, row = result
@@ -97,8 +87,7 @@ async def replay_many(request: Request) -> Response:
     """Re-queue every dead (or delivered) event, of one connection or of all."""
     svc = services(request)
     body = await read_json(request, ReplayRequest, empty_ok=True)
-    count = await _requeue(
-        svc,
+    count = await svc.delivery.requeue(
         lambda c: svc.store.outbox.replay_many(
             c, status=body.status, connection_id=body.connection_id or None
         ),

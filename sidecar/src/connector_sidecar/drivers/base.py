@@ -118,9 +118,6 @@ class Driver(abc.ABC):
     def __init__(self, ctx: DriverContext) -> None:
         self.ctx = ctx
 
-    def info(self, *, enabled: bool = True) -> ConnectorInfo:
-        return self.static_info(enabled=enabled)
-
     @classmethod
     def static_info(cls, *, enabled: bool) -> ConnectorInfo:
         """What ``GET /connectors`` says of this kind, also when it is not enabled."""

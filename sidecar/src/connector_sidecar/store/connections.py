@@ -6,14 +6,11 @@ import dataclasses
 import sqlite3
 from typing import Any
 
-import msgspec
-
 from connector_sidecar._clock import Clock, now_ms
-from connector_sidecar.store._rows import update_row
+from connector_sidecar.store._rows import record_from_row, update_row
 
 __all__ = ["ConnectionRecord", "Connections"]
 
-_dict = msgspec.json.Decoder(dict[str, Any])
 _JSON_FIELDS = ("credentials", "options")
 
 
@@ -40,21 +37,7 @@ class ConnectionRecord:
 
 
 def _row(row: sqlite3.Row) -> ConnectionRecord:
-    return ConnectionRecord(
-        connection_id=row["connection_id"],
-        channel_id=row["channel_id"],
-        kind=row["kind"],
-        status=row["status"],
-        account_id=row["account_id"],
-        display_name=row["display_name"],
-        credentials=_dict.decode(row["credentials"]) if row["credentials"] else {},
-        options=_dict.decode(row["options"]) if row["options"] else {},
-        last_error=row["last_error"],
-        last_inbound_at=row["last_inbound_at"],
-        last_outbound_at=row["last_outbound_at"],
-        created_at=row["created_at"],
-        updated_at=row["updated_at"],
-    )
+    return record_from_row(ConnectionRecord, row, _JSON_FIELDS)
 
 
 class Connections:
@@ -92,7 +75,7 @@ class Connections:
     def update(
         self, conn: sqlite3.Connection, connection_id: str, **changes: Any
     ) -> ConnectionRecord:
-        update_row(
+        return update_row(
             conn,
             table="connections",
             key=("connection_id", connection_id),
@@ -101,7 +84,3 @@ class Connections:
             changes=changes,
             now=now_ms(self.clock),
         )
-        record = self.get(conn, connection_id)
-        if record is None:
-            raise KeyError(connection_id)
-        return record

@@ -22,7 +22,7 @@ import sqlite3
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any, ParamSpec, TypeVar
+from typing import Any, TypeVar
 
 from connector_sidecar.store.migrations import MIGRATIONS
 
@@ -30,7 +30,6 @@ __all__ = ["Database", "DatabaseLockedError", "check_unlocked"]
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
-P = ParamSpec("P")
 
 
 class DatabaseLockedError(RuntimeError):

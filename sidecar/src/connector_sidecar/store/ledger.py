@@ -23,7 +23,6 @@ __all__ = ["LedgerEntry", "SendLedger", "fingerprint_of"]
 _encoder = msgspec.json.Encoder()
 _request_decoder = msgspec.json.Decoder(SendRequest)
 _ids_decoder = msgspec.json.Decoder(list[str])
-FINAL_STATUSES = frozenset({"sent", "failed", "expired"})
 
 
 def fingerprint_of(request: SendRequest) -> str:
@@ -150,12 +149,6 @@ class SendLedger:
             (connection_id, peer_id),
         )
         return [_row(r) for r in rows]
-
-    def peers_with_deferred(self, conn: sqlite3.Connection) -> list[tuple[str, str]]:
-        rows = conn.execute(
-            "SELECT DISTINCT connection_id, peer_id FROM send_ledger WHERE status = 'deferred'"
-        )
-        return [(r[0], r[1]) for r in rows]
 
     def expire_deferred(self, conn: sqlite3.Connection, older_than_ms: int) -> int:
         cursor = conn.execute(

@@ -125,7 +125,7 @@ class PurgeBatch:
     last_seq: int | None
 
 
-def row_to_outbox(row: sqlite3.Row) -> OutboxRow:
+def _row(row: sqlite3.Row) -> OutboxRow:
     return OutboxRow(
         seq=row["seq"],
         event_id=row["event_id"],
@@ -202,7 +202,7 @@ class Outbox:
 
     def get(self, conn: sqlite3.Connection, event_id: str) -> OutboxRow | None:
         row = conn.execute("SELECT * FROM outbox WHERE event_id = ?", (event_id,)).fetchone()
-        return row_to_outbox(row) if row else None
+        return _row(row) if row else None
 
     def page(
         self,
@@ -230,7 +230,7 @@ class Outbox:
             f"SELECT * FROM outbox {where} ORDER BY seq DESC LIMIT ?",  # noqa: S608 - fixed clauses
             (*params, limit),
         )
-        return [row_to_outbox(r) for r in rows]
+        return [_row(r) for r in rows]
 
     # -- the delivery worker ----------------------------------------------------------------------
 
@@ -263,7 +263,7 @@ class Outbox:
             " ORDER BY seq LIMIT 1",
             (lane, from_seq),
         ).fetchone()
-        return row_to_outbox(row) if row else None
+        return _row(row) if row else None
 
     def claim(
         self,
@@ -347,8 +347,13 @@ class Outbox:
             )
         else:
             raise ValueError(f"unknown outbox status {status!r}")
-        head = self.first_pending(conn, row.lane, row.seq)
-        return None if head is None else LaneHead(head.lane, head.seq, head.next_attempt_at)
+        # The next head's schedule only: its payload is decoded when it is claimed.
+        head = conn.execute(
+            "SELECT lane, seq, next_attempt_at FROM outbox WHERE lane = ? AND seq >= ?"
+            " AND status = 'pending' ORDER BY seq LIMIT 1",
+            (row.lane, row.seq),
+        ).fetchone()
+        return None if head is None else LaneHead(head[0], head[1], head[2])
 
     # -- replay and retention ---------------------------------------------------------------------
 

@@ -11,13 +11,12 @@ import msgspec
 
 from connector_contracts import TERMINAL_SESSION_STATUSES
 from connector_sidecar._clock import Clock, now_ms
-from connector_sidecar._secret import is_secret_key
-from connector_sidecar.store._rows import update_row
+from connector_sidecar._secret import without_secrets
+from connector_sidecar.store._rows import record_from_row, update_row
 
 __all__ = ["SessionRecord", "Sessions", "new_session_id"]
 
 _json = msgspec.json.Encoder()
-_dict = msgspec.json.Decoder(dict[str, Any])
 _JSON_FIELDS = ("options", "metadata", "state")
 
 
@@ -52,10 +51,7 @@ class SessionRecord:
 
 
 def _row(row: sqlite3.Row) -> SessionRecord:
-    values = dict(row)
-    for key in _JSON_FIELDS:
-        values[key] = _dict.decode(values[key]) if values[key] else {}
-    return SessionRecord(**values)
+    return record_from_row(SessionRecord, row, _JSON_FIELDS)
 
 
 class Sessions:
@@ -106,10 +102,8 @@ class Sessions:
             changes.setdefault("state", {})
             changes.setdefault("qr_image", None)
             if current is not None:
-                changes.setdefault(
-                    "options", {k: v for k, v in current.options.items() if not is_secret_key(k)}
-                )
-        update_row(
+                changes.setdefault("options", without_secrets(current.options))
+        return update_row(
             conn,
             table="sessions",
             key=("session_id", session_id),
@@ -118,7 +112,3 @@ class Sessions:
             changes=changes,
             now=now_ms(self.clock),
         )
-        record = self.get(conn, session_id)
-        if record is None:
-            raise KeyError(session_id)
-        return record

@@ -20,15 +20,6 @@ class ConnectionState:
         ).fetchone()
         return None if row is None else str(row[0])
 
-    def get_prefix(
-        self, conn: sqlite3.Connection, connection_id: str, prefix: str
-    ) -> dict[str, str]:
-        rows = conn.execute(
-            "SELECT key, value FROM connection_state WHERE connection_id = ? AND substr(key, 1, ?) = ?",
-            (connection_id, len(prefix), prefix),
-        )
-        return {r[0]: r[1] for r in rows}
-
     def set(self, conn: sqlite3.Connection, connection_id: str, key: str, value: str) -> None:
         conn.execute(
             "INSERT INTO connection_state (connection_id, key, value, updated_at) VALUES (?, ?, ?, ?)"
@@ -41,11 +32,6 @@ class ConnectionState:
     ) -> None:
         for key, value in values.items():
             self.set(conn, connection_id, key, value)
-
-    def delete(self, conn: sqlite3.Connection, connection_id: str, key: str) -> None:
-        conn.execute(
-            "DELETE FROM connection_state WHERE connection_id = ? AND key = ?", (connection_id, key)
-        )
 
     def reset(self, conn: sqlite3.Connection, connection_id: str) -> None:
         conn.execute("DELETE FROM connection_state WHERE connection_id = ?", (connection_id,))

@@ -105,6 +105,9 @@ class SimDriver(Driver):
             raise OptionsError("$.options.accountId", "must be a non-empty string")
         return options
 
+    def _faults_of(self, connection_id: str) -> _Faults:
+        return self._faults.setdefault(connection_id, _Faults())
+
     # -- pairing ----------------------------------------------------------------------------------
 
     async def pair(self, session: SessionRecord) -> None:
@@ -142,7 +145,7 @@ class SimDriver(Driver):
     # -- sending ----------------------------------------------------------------------------------
 
     async def send(self, connection: ConnectionRecord, chunk: OutboundChunk) -> str:
-        faults = self._faults.setdefault(connection.connection_id, _Faults())
+        faults = self._faults_of(connection.connection_id)
         if faults.send_latency_ms:
             await asyncio.sleep(faults.send_latency_ms / 1000)
         if faults.expire_login:
@@ -217,7 +220,7 @@ class SimDriver(Driver):
         connection = await self._connection(request)
         if connection.status != "connected":
             raise ApiProblem(409, "connection_not_ready", f"the connection is {connection.status}")
-        faults = self._faults.setdefault(connection.connection_id, _Faults())
+        faults = self._faults_of(connection.connection_id)
         faults.reply_window_closed = False  # a message from the peer reopens the reply window
         message_id = body.message_id or "sim_" + secrets.token_hex(10)
         [result] = await self.ctx.ingest(
@@ -263,7 +266,7 @@ class SimDriver(Driver):
     async def _set_faults(self, request: Request) -> Response:
         body = await read_json(request, SimFaults)
         connection = await self._connection(request)
-        faults = self._faults.setdefault(connection.connection_id, _Faults())
+        faults = self._faults_of(connection.connection_id)
         for field in dataclasses.fields(_Faults):
             value = getattr(body, field.name)
             if value is not None:
