@@ -119,3 +119,31 @@ async def test_spawn_after_stop_runs_nothing(sidecar: Sidecar) -> None:
         await task
     assert task.cancelled()
     assert ran == []
+
+
+async def test_closing_a_session_that_just_connected_leaves_it_connected(sidecar: Sidecar) -> None:
+    """A cancel (or logout) that arrives after the login was confirmed does not rewrite it."""
+    runtime = runtime_of(sidecar)
+    session_id = await start_session(sidecar)
+    await confirm(runtime, session_id, "acct-1")
+    closed = await runtime.close_session(session_id, error="cancelled by the host")
+    assert closed is not None
+    assert closed.status == "connected"
+
+
+async def test_logout_during_a_repair_cancels_it_and_stops_inbound(sidecar: Sidecar) -> None:
+    """Logging out a connection with a re-pair under way cancels the pairing and leaves no loop."""
+    runtime = runtime_of(sidecar)
+    await sidecar.pair("conn_1", accountId="acct-old")
+    assert runtime.connection_running("conn_1")
+    session_id = await start_session(sidecar, "conn_1")
+
+    response = await sidecar.client.post("/connections/conn_1/logout", json={})
+    assert response.status_code == 200, response.text
+
+    session = (await sidecar.client.get(f"/connector-sessions/{session_id}")).json()
+    assert session["status"] == "cancelled"
+    assert session["error"] == "the connection logged out"
+    assert not runtime.connection_running("conn_1")
+    connection = (await sidecar.client.get("/connections/conn_1")).json()
+    assert connection["status"] == "logged_out"

@@ -310,6 +310,22 @@ class Runtime:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await task
 
+    async def close_session(self, session_id: str, *, error: str) -> SessionRecord | None:
+        """Stop a session's pairing task and mark it ``cancelled``, unless it ended meanwhile.
+
+        The read and the write share one transaction, so a login confirmed just before the
+        cancel stays ``connected`` instead of being overwritten.
+        """
+        await self.cancel_session(session_id)
+
+        def work(conn: Any) -> SessionRecord | None:
+            current = self.store.sessions.get(conn, session_id)
+            if current is None or current.is_terminal:
+                return current
+            return self.store.sessions.update(conn, session_id, status="cancelled", error=error)
+
+        return await self.store.db.transaction(work)
+
     async def session_connected(
         self,
         session_id: str,

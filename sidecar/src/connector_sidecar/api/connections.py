@@ -59,13 +59,11 @@ async def logout(request: Request) -> Response:
     connection = await svc.store.db.run(svc.store.connections.get, connection_id)
     if connection is None:
         raise ApiProblem(404, "connection_not_found", f"no connection {connection_id!r}")
-    await svc.runtime.stop_connection(connection_id)
+    # The pairing first: a login it confirmed now would start the inbound loop again.
     active = await svc.store.db.run(svc.store.sessions.active_for, connection_id)
     if active is not None:
-        await svc.runtime.cancel_session(active.session_id)
-        await svc.runtime.ctx.update_session(
-            active.session_id, status="cancelled", error="the connection logged out"
-        )
+        await svc.runtime.close_session(active.session_id, error="the connection logged out")
+    await svc.runtime.stop_connection(connection_id)
     driver = svc.runtime.drivers.get(connection.kind)
     if driver is not None and connection.credentials:
         try:

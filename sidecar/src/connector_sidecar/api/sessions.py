@@ -109,22 +109,8 @@ async def cancel_session(request: Request) -> Response:
     await read_json(request, CancelSessionRequest, empty_ok=True)
     session = await _session(svc, request)
     if not session.is_terminal:
-        await svc.runtime.cancel_session(session.session_id)
-
-        def work(conn: Any) -> SessionRecord:
-            # Read and write in one transaction: a login confirmed meanwhile stays connected.
-            current = svc.store.sessions.get(conn, session.session_id)
-            if current is None or current.is_terminal:
-                return current or session
-            return svc.store.sessions.update(
-                conn,
-                session.session_id,
-                status="cancelled",
-                error="cancelled by the host",
-                qr_image=None,
-            )
-
-        session = await svc.store.db.transaction(work)
+        closed = await svc.runtime.close_session(session.session_id, error="cancelled by the host")
+        session = closed or session
     return json_response(session_view(session))
 
 
