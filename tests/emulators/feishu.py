@@ -59,6 +59,14 @@ UUID_WINDOW = 3600.0
 MAX_REDELIVERIES = 20
 
 
+class Answered(Exception):
+    """A call answered before its own logic runs: a refused tenant token, an injected fault."""
+
+    def __init__(self, response: Response) -> None:
+        super().__init__(f"answered with HTTP {response.status_code}")
+        self.response = response
+
+
 # -- pbbp2, written independently of the driver's codec -------------------------------------
 
 
@@ -406,7 +414,10 @@ class FeishuEmulator:
                         "body": (await request.body()).decode(errors="replace"),
                     }
                 )
-                return await handler(request, brand)
+                try:
+                    return await handler(request, brand)
+                except Answered as exc:
+                    return exc.response
 
             return Route(path, endpoint, methods=[method])
 
@@ -447,26 +458,23 @@ class FeishuEmulator:
             {"code": 0, "msg": "ok", "tenant_access_token": token, "expire": app.token_expire}
         )
 
-    def _authorised(self, request: Request, brand: str) -> App | JSONResponse:
+    def _authorised(self, request: Request, brand: str) -> App:
+        """The app whose tenant token the call carries; else :class:`Answered` with the code."""
+
+        def refused(kind: str, msg: str) -> Answered:
+            return Answered(JSONResponse({"code": TOKEN_CODES[kind], "msg": msg}, status_code=400))
+
         auth = request.headers.get("authorization", "")
         if not auth.startswith("Bearer "):
-            return JSONResponse(
-                {"code": TOKEN_CODES["missing"], "msg": "Missing access token for authorization."},
-                status_code=400,
-            )
+            raise refused("missing", "Missing access token for authorization.")
         entry = self.tokens.get(auth[len("Bearer ") :])
         app = self.apps.get(entry[0]) if entry else None
         if entry is None or app is None or entry[1] < time.monotonic() or app.brand != brand:
-            return JSONResponse(
-                {"code": TOKEN_CODES["invalid"], "msg": "Invalid access token for authorization."},
-                status_code=400,
-            )
+            raise refused("invalid", "Invalid access token for authorization.")
         return app
 
     async def _bot_info(self, request: Request, brand: str) -> Response:
         app = self._authorised(request, brand)
-        if isinstance(app, Response):
-            return app
         return JSONResponse(
             {
                 "code": 0,
@@ -544,13 +552,11 @@ class FeishuEmulator:
 
     async def _send_request(
         self, request: Request, brand: str, op: str
-    ) -> tuple[App, dict[str, Any]] | Response:
+    ) -> tuple[App, dict[str, Any]]:
         """What create and reply check first: the tenant token, then an injected fault."""
         app = self._authorised(request, brand)
-        if isinstance(app, Response):
-            return app
         if fault := self._fault(op, "send"):
-            return fault
+            raise Answered(fault)
         body = await request.json()
         return app, body
 
@@ -564,10 +570,7 @@ class FeishuEmulator:
         return hit
 
     async def _create(self, request: Request, brand: str) -> Response:
-        checked = await self._send_request(request, brand, "create")
-        if isinstance(checked, Response):
-            return checked
-        app, body = checked
+        app, body = await self._send_request(request, brand, "create")
         id_type = request.query_params.get("receive_id_type")
         if id_type not in ("open_id", "user_id", "union_id", "email", "chat_id"):
             return JSONResponse(
@@ -589,10 +592,7 @@ class FeishuEmulator:
         return self._record(app, message, body.get("uuid"), op="create", receiveIdType=id_type)
 
     async def _reply(self, request: Request, brand: str) -> Response:
-        checked = await self._send_request(request, brand, "reply")
-        if isinstance(checked, Response):
-            return checked
-        app, body = checked
+        app, body = await self._send_request(request, brand, "reply")
         parent = self.messages.get(request.path_params["message_id"])
         if parent is None:
             return JSONResponse(
@@ -624,9 +624,7 @@ class FeishuEmulator:
         return self._record(app, message, body.get("uuid"), op="reply", replyInThread=in_thread)
 
     async def _get_message(self, request: Request, brand: str) -> Response:
-        app = self._authorised(request, brand)
-        if isinstance(app, Response):
-            return app
+        self._authorised(request, brand)
         message = self.messages.get(request.path_params["message_id"])
         if message is None:
             return JSONResponse(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 from typing import Any
@@ -129,8 +130,6 @@ class FeishuEmulatorProcess(ManagedProcess):
 
 
 def _python_env() -> dict[str, str]:
-    import os
-
     return {
         k: v for k, v in os.environ.items() if k in ("PATH", "HOME", "PYTHONPATH", "VIRTUAL_ENV")
     }

@@ -73,6 +73,14 @@ class StrictError(Exception):
     """A request a real server would not take; answered with 400 and recorded."""
 
 
+class Answered(Exception):
+    """A bot call answered before its own checks run: a dead token, or a canned response."""
+
+    def __init__(self, response: Response) -> None:
+        super().__init__(f"answered with HTTP {response.status_code}")
+        self.response = response
+
+
 class ControlError(Exception):
     """A control call that makes no sense (unknown QR code or bot, a bind without a token)."""
 
@@ -115,6 +123,12 @@ class QrCode:
     def set_status(self, status: str) -> None:
         self.status = status
         self.changes.notify()
+
+    def moved_from(self, host: str) -> dict[str, Any] | None:
+        """The ``scaned_but_redirect`` answer to a poll on ``host``, when the code moved away."""
+        if self.redirect_host and host != self.redirect_host:
+            return {"status": "scaned_but_redirect", "redirect_host": self.redirect_host}
+        return None
 
     def view(self) -> dict[str, Any]:
         return {
@@ -429,10 +443,8 @@ class IlinkEmulator:
         host = request.headers.get("host", "")
         verify_code = request.query_params.get("verify_code")
         qr.polls.append({"host": host, "verifyCode": verify_code, "status": qr.status})
-        if qr.redirect_host and host != qr.redirect_host:
-            return JSONResponse(
-                {"status": "scaned_but_redirect", "redirect_host": qr.redirect_host}
-            )
+        if (moved := qr.moved_from(host)) is not None:
+            return JSONResponse(moved)
         if verify_code is not None and qr.status == "need_verifycode":
             if verify_code == qr.expected_code:
                 qr.set_status("scaned")
@@ -444,10 +456,8 @@ class IlinkEmulator:
             # The long-poll: hold until something happens or the hold time is up.
             seen = qr.status
             await qr.changes.wait(self.qr_hold_seconds)
-            if qr.status != seen and qr.redirect_host and host != qr.redirect_host:
-                return JSONResponse(
-                    {"status": "scaned_but_redirect", "redirect_host": qr.redirect_host}
-                )
+            if qr.status != seen and (moved := qr.moved_from(host)) is not None:
+                return JSONResponse(moved)
         answer: dict[str, Any] = {"status": qr.status}
         if qr.status in ("confirmed", "binded_redirect"):
             answer.update(qr.answer_extra)
@@ -470,22 +480,19 @@ class IlinkEmulator:
 
     async def _bot_call(
         self, request: Request, body: Any, endpoint: str
-    ) -> tuple[Bot, dict[str, Any]] | Response:
+    ) -> tuple[Bot, dict[str, Any]]:
         """What every bot call checks first: the request, the token (-14 if it is not a live
-        one), then a canned answer queued for this endpoint."""
+        one), then a canned answer queued for this endpoint (both raise :class:`Answered`)."""
         body = self._check_post(request, body, bot_call=True)
         bot = self._bot_for(request)
         if bot is None:
-            return JSONResponse(STALE_TOKEN)
+            raise Answered(JSONResponse(STALE_TOKEN))
         if (fault := await self._fault(bot, endpoint)) is not None:
-            return fault
+            raise Answered(fault)
         return bot, body
 
     async def getupdates(self, request: Request, body: Any) -> Response:
-        checked = await self._bot_call(request, body, "getupdates")
-        if isinstance(checked, Response):
-            return checked
-        bot, body = checked
+        bot, body = await self._bot_call(request, body, "getupdates")
         cursor = body.get("get_updates_buf")
         if not isinstance(cursor, str):
             raise StrictError("get_updates_buf must be a string ('' at first)")
@@ -506,10 +513,7 @@ class IlinkEmulator:
         )
 
     async def sendmessage(self, request: Request, body: Any) -> Response:
-        checked = await self._bot_call(request, body, "sendmessage")
-        if isinstance(checked, Response):
-            return checked
-        bot, body = checked
+        bot, body = await self._bot_call(request, body, "sendmessage")
         msg = body.get("msg")
         if not isinstance(msg, dict):
             raise StrictError("msg must be an object")
@@ -558,10 +562,7 @@ class IlinkEmulator:
         return JSONResponse({"ret": 0, "message_id": message_id})
 
     async def _simple(self, request: Request, body: Any, endpoint: str) -> Response:
-        checked = await self._bot_call(request, body, endpoint)
-        if isinstance(checked, Response):
-            return checked
-        bot, _ = checked
+        bot, _ = await self._bot_call(request, body, endpoint)
         bot.notify[endpoint] += 1
         if endpoint == "getconfig":
             return JSONResponse({"ret": 0, "typing_ticket": base64.b64encode(b"ticket").decode()})
@@ -588,6 +589,8 @@ def build_app(emulator: IlinkEmulator) -> Starlette:
                 if request.method == "POST" and raw and body is None:
                     raise StrictError("the body is not JSON")
                 return await handler(request, body)
+            except Answered as exc:
+                return exc.response
             except StrictError as exc:
                 emulator.violations.append({"path": request.url.path, "problem": str(exc)})
                 message = f"emulator strict check: {exc}"

@@ -30,6 +30,8 @@ from connector_sidecar.drivers.feishu.registration import (
     run_device_flow,
 )
 
+from ..conftest import FakeClock
+
 BASE = "https://open.feishu.cn"
 TOKEN_URL = f"{BASE}/open-apis/auth/v3/tenant_access_token/internal"
 MESSAGES_URL = f"{BASE}/open-apis/im/v1/messages"
@@ -48,14 +50,6 @@ def sent(message_id: str = "om_1") -> httpx.Response:
     )
 
 
-class Clock:
-    def __init__(self) -> None:
-        self.now = 1000.0
-
-    def __call__(self) -> float:
-        return self.now
-
-
 @pytest.fixture
 async def http() -> AsyncIterator[httpx.AsyncClient]:
     async with httpx.AsyncClient() as client:
@@ -63,12 +57,12 @@ async def http() -> AsyncIterator[httpx.AsyncClient]:
 
 
 @pytest.fixture
-def clock() -> Clock:
-    return Clock()
+def clock() -> FakeClock:
+    return FakeClock()
 
 
 @pytest.fixture
-def api(http: httpx.AsyncClient, clock: Clock) -> FeishuApi:
+def api(http: httpx.AsyncClient, clock: FakeClock) -> FeishuApi:
     return FeishuApi(http, BASE, "cli_a", "secret-a", tokens=TokenCache(clock))
 
 
@@ -85,7 +79,9 @@ async def test_token_request_shape(api: FeishuApi) -> None:
 
 @pytest.mark.anyio
 @respx.mock
-async def test_token_is_cached_and_refreshed_ahead_of_expiry(api: FeishuApi, clock: Clock) -> None:
+async def test_token_is_cached_and_refreshed_ahead_of_expiry(
+    api: FeishuApi, clock: FakeClock
+) -> None:
     """One fetch serves calls until 10 min before expiry; then a new token is fetched."""
     route = respx.post(TOKEN_URL).mock(side_effect=[token_ok("t-1"), token_ok("t-2")])
     assert await api.tenant_token() == "t-1"
@@ -114,7 +110,7 @@ async def test_token_refresh_is_single_flight(api: FeishuApi) -> None:
 
 @pytest.mark.anyio
 @respx.mock
-async def test_token_cache_is_per_domain_and_app(http: httpx.AsyncClient, clock: Clock) -> None:
+async def test_token_cache_is_per_domain_and_app(http: httpx.AsyncClient, clock: FakeClock) -> None:
     """The same app id on another base URL, or another app, gets its own token."""
     tokens = TokenCache(clock)
     feishu = respx.post(TOKEN_URL).mock(side_effect=[token_ok("t-f1"), token_ok("t-f2")])
@@ -485,21 +481,6 @@ async def test_registration_poll_answers(http: httpx.AsyncClient) -> None:
         assert caught.value.error == error
 
 
-class FakeTime:
-    """A clock and a sleep that advances it, so the flow's waits take no time."""
-
-    def __init__(self) -> None:
-        self.now = 0.0
-        self.sleeps: list[float] = []
-
-    def clock(self) -> float:
-        return self.now
-
-    async def sleep(self, seconds: float) -> None:
-        self.sleeps.append(seconds)
-        self.now += seconds
-
-
 def begin_answers(device_code: str, *, expires_in: int = 60) -> list[httpx.Response]:
     return [
         httpx.Response(200, json={"supported_auth_methods": ["client_secret"]}),
@@ -541,7 +522,7 @@ async def test_device_flow_slow_down_adds_five_seconds_and_lark_switch(
             },
         )
     )
-    time_ = FakeTime()
+    clock = FakeClock()
     codes: list[str | None] = []
     state = FlowState()
 
@@ -557,12 +538,12 @@ async def test_device_flow_slow_down_adds_five_seconds_and_lark_switch(
         client_for=lambda brand: RegistrationClient(http, hosts[brand]),
         on_code=on_code,
         on_change=on_change,
-        clock=time_.clock,
-        sleep=time_.sleep,
+        clock=clock,
+        sleep=clock.sleep,
     )
     assert result.app_id == "cli_l"
     assert codes == ["https://x/page?c=dc1"]
-    assert time_.sleeps == [2.0, 2.0, 7.0, 7.0]
+    assert clock.slept == [2.0, 2.0, 7.0, 7.0]
     assert (state.brand, state.switched) == ("lark", True)
     assert (feishu.call_count, lark.call_count) == (5, 1)
     assert form(lark.calls.last.request) == {"action": "poll", "device_code": "dc1"}
@@ -576,7 +557,7 @@ async def test_device_flow_replaces_expired_codes_then_gives_up(http: httpx.Asyn
     respx.post(ACCOUNTS).mock(
         side_effect=[*begin_answers("a"), expired, *begin_answers("b"), expired]
     )
-    time_ = FakeTime()
+    clock = FakeClock()
     codes: list[str | None] = []
 
     async def on_code(flow: FlowState) -> None:
@@ -591,8 +572,8 @@ async def test_device_flow_replaces_expired_codes_then_gives_up(http: httpx.Asyn
             client_for=lambda brand: RegistrationClient(http, "https://accounts.feishu.cn"),
             on_code=on_code,
             on_change=on_change,
-            clock=time_.clock,
-            sleep=time_.sleep,
+            clock=clock,
+            sleep=clock.sleep,
             max_codes=2,
         )
     assert codes == ["a", "b"]

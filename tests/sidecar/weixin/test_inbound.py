@@ -66,7 +66,7 @@ async def test_duplicates_are_stored_once(weixin: WeixinSidecar) -> None:
     emulator.configure(bot, batch_size=2)
     emulator.push(bot, "u1@im.wechat", "dup", copies=3)
     emulator.push(bot, "u1@im.wechat", "after")
-    events = await weixin.wait_events(2)
+    await weixin.wait_events(2)
     await wait_for(
         lambda: _acked(weixin, bot, 4), what="the emulator to see the whole queue acknowledged"
     )
@@ -86,7 +86,7 @@ async def test_the_bots_own_messages_are_dropped(weixin: WeixinSidecar) -> None:
     emulator.push(bot, bot, "echo of my own reply")
     emulator.push(bot, "u1@im.wechat", "a bot-typed message", message_type=2)
     emulator.push(bot, "u1@im.wechat", "hello")
-    events = await weixin.wait_events(1)
+    await weixin.wait_events(1)
     await wait_for(lambda: _acked(weixin, bot, 3), what="the cursor to pass all three")
     events = await weixin.events("wx1")
     assert [e["content"] for e in events] == ["hello"]

@@ -26,6 +26,8 @@ from urllib.parse import parse_qs, urlsplit
 
 import httpx
 
+from connector_sidecar.drivers._common import as_dict
+
 __all__ = [
     "RATE_LIMIT_CODES",
     "REPLY_TARGET_GONE_CODES",
@@ -211,7 +213,7 @@ async def _fetch_tenant_token(
     body = _json_body(response)
     code = _code(body)
     if code is None or response.status_code >= 500:
-        raise _unavailable(response, "the tenant token endpoint")
+        raise _unavailable(response, body, "the tenant token endpoint")
     if code in RATE_LIMIT_CODES or response.status_code == 429:
         raise FeishuUnavailable(
             f"the token endpoint is rate limited (code {code})",
@@ -291,17 +293,17 @@ class FeishuApi:
                 raise FeishuUnavailable(f"{what}: {type(exc).__name__}: {exc}") from None
             body = _json_body(response)
             code = _code(body)
-            if response.status_code == 429 or code in RATE_LIMIT_CODES:
+            status = response.status_code
+            if status == 429 or code in RATE_LIMIT_CODES:
                 raise FeishuUnavailable(
                     f"{what}: rate limited ({_describe(response, body)})",
                     retry_after=_retry_after(response),
                     code=code,
                 )
-            status = response.status_code
             if code is None and 400 <= status < 500 and status != 408:
                 raise FeishuApiError(-1, f"HTTP {status} without a code", http_status=status)
-            if code is None or (response.status_code >= 500 and code != 0):
-                raise _unavailable(response, what)
+            if code is None or (status >= 500 and code != 0):
+                raise _unavailable(response, body, what)
             if code in TOKEN_INVALID_CODES:
                 # The HTTP status of these (400 or 401) is [unconfirmed]: key on the code.
                 if attempt == 1:
@@ -312,9 +314,7 @@ class FeishuApi:
             if code in IN_FLIGHT_CODES:
                 raise FeishuUnavailable(f"{what}: {_describe(response, body)}", code=code)
             if code != 0:
-                raise FeishuApiError(
-                    code, str(body.get("msg") or ""), http_status=response.status_code
-                )
+                raise FeishuApiError(code, str(body.get("msg") or ""), http_status=status)
             return body
         raise AssertionError("unreachable")  # pragma: no cover
 
@@ -390,12 +390,10 @@ class FeishuApi:
             )
         except httpx.HTTPError as exc:
             raise FeishuUnavailable(f"ws endpoint: {type(exc).__name__}: {exc}") from None
-        if response.status_code != 200:
-            raise _unavailable(response, "ws endpoint")
         body = _json_body(response)
         code = _code(body)
-        if code is None:
-            raise _unavailable(response, "ws endpoint")
+        if response.status_code != 200 or code is None:
+            raise _unavailable(response, body, "ws endpoint")
         if code in WS_ENDPOINT_RETRY_CODES or code in RATE_LIMIT_CODES:
             raise FeishuUnavailable(f"ws endpoint: {_describe(response, body)}", code=code)
         if code != 0:
@@ -455,8 +453,7 @@ def _describe(response: httpx.Response, body: Mapping[str, Any]) -> str:
     return ", ".join(parts)
 
 
-def _unavailable(response: httpx.Response, what: str) -> FeishuUnavailable:
-    body = _json_body(response)
+def _unavailable(response: httpx.Response, body: Mapping[str, Any], what: str) -> FeishuUnavailable:
     return FeishuUnavailable(
         f"{what}: {_describe(response, body)}",
         retry_after=_retry_after(response),
@@ -478,8 +475,7 @@ def _retry_after(response: httpx.Response) -> float | None:
 def _sent(body: Mapping[str, Any], uuid: str) -> SentMessage:
     """What a code-0 answer says was sent. Code 0 means Feishu took the message, so an answer
     without a readable ``data.message_id`` is still a success; the uuid stands in for the id."""
-    data = body.get("data")
-    data = data if isinstance(data, dict) else {}
+    data = as_dict(body.get("data"))
     message_id = data.get("message_id")
     if not isinstance(message_id, str) or not message_id:
         log.warning("Feishu accepted message %s but named no message_id", uuid)

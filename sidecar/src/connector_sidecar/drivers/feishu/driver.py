@@ -11,7 +11,6 @@ to ``im/v1/messages`` (create) or ``…/{id}/reply`` with the chunk's key as Fei
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import dataclasses
 import hashlib
 import json
@@ -27,6 +26,7 @@ from starlette.routing import BaseRoute, Route
 
 from connector_sidecar._clock import now_ms
 from connector_sidecar._qr import qr_data_url
+from connector_sidecar.drivers._common import as_dict
 from connector_sidecar.drivers.base import (
     Driver,
     LoginExpiredError,
@@ -137,10 +137,7 @@ class FeishuDriver(Driver):
     @property
     def http(self) -> httpx.AsyncClient:
         if self._http is None:
-            if self.transport is not None:
-                self._http = self.ctx.http_client(transport=self.transport)
-            else:
-                self._http = self.ctx.http_client()
+            self._http = self.ctx.http_client(transport=self.transport)
         return self._http
 
     async def aclose(self) -> None:
@@ -366,12 +363,13 @@ class FeishuDriver(Driver):
         connection_id = connection.connection_id
         if live.config.mode == "webhook":
             # Events come to the route; the loop only checks the login once, at start.
-            with contextlib.suppress(FeishuUnavailable):
-                try:
-                    await live.api.check_credentials()
-                except CredentialsRejected as exc:
-                    await self._login_dead(connection_id, exc)
-                    return
+            try:
+                await live.api.check_credentials()
+            except CredentialsRejected as exc:
+                await self._login_dead(connection_id, exc)
+                return
+            except FeishuUnavailable:
+                pass  # an outage is no verdict on the login
             await asyncio.Event().wait()
 
         async def fetch_endpoint() -> WsEndpoint:
@@ -410,7 +408,7 @@ class FeishuDriver(Driver):
             if envelope is None:
                 log.warning("%s: an event without a v2 envelope was dropped", connection_id)
                 return
-            await self.handle_envelope(connection_id, envelope)
+            await self.handle_envelope(connection, envelope)
 
         client = LongConnection(
             fetch_endpoint=fetch_endpoint,
@@ -432,11 +430,13 @@ class FeishuDriver(Driver):
             connection_id, "auth_expired", last_error=f"Feishu refused the app credentials: {exc}"
         )
 
-    async def handle_envelope(self, connection_id: str, envelope: Envelope) -> None:
-        """Map one event and commit it to the outbox; returns once it is durable (or dropped)."""
-        connection = await self.ctx.get_connection(connection_id)
-        if connection is None:
-            return
+    async def handle_envelope(self, connection: ConnectionRecord, envelope: Envelope) -> None:
+        """Map one event and commit it to the outbox; returns once it is durable (or dropped).
+
+        ``connection`` is the caller's record, read once per loop or per webhook request, not
+        again per event: a re-pair stops a connection's loop before it stores the new login.
+        """
+        connection_id = connection.connection_id
         live = self._live_for(connection)
         message = envelope.event.get("message")
         message_id = message.get("message_id") if isinstance(message, dict) else None
@@ -478,10 +478,8 @@ class FeishuDriver(Driver):
             return message
         if item is None:
             return message
-        body = item.get("body")
-        body = body if isinstance(body, dict) else {}
-        sender = item.get("sender")
-        sender = sender if isinstance(sender, dict) else {}
+        body = as_dict(item.get("body"))
+        sender = as_dict(item.get("sender"))
         msg_type = str(item.get("msg_type") or "text")
         text, _ = render_content(msg_type, body.get("content"), [], bot_open_id=None)
         enriched = {
@@ -538,7 +536,7 @@ class FeishuDriver(Driver):
                 "the connection is not paired yet; Feishu will retry",
                 headers={"Retry-After": "5"},
             )
-        await self.handle_envelope(connection_id, envelope)
+        await self.handle_envelope(connection, envelope)
         return JSONResponse({"msg": "success"})
 
     # -- sending ----------------------------------------------------------------------------------

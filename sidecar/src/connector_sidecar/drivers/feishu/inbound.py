@@ -13,7 +13,7 @@ import re
 from collections import OrderedDict
 from typing import Any
 
-from connector_contracts import format_timestamp
+from connector_sidecar.drivers._common import as_dict, as_list, as_str, timestamp_from_ms
 from connector_sidecar.store import InboundMessage
 
 __all__ = [
@@ -68,28 +68,16 @@ def parse_envelope(body: dict[str, Any]) -> Envelope | None:
     """The v2 envelope of an event body; None for the legacy v1 schema (not used for messages)."""
     if body.get("schema") != "2.0":
         return None
-    header = _dict(body.get("header"))
-    event = _dict(body.get("event"))
+    header = as_dict(body.get("header"))
+    event = as_dict(body.get("event"))
     return Envelope(
-        event_id=_str(header.get("event_id")),
-        event_type=_str(header.get("event_type")),
-        token=_str(header.get("token")),
-        app_id=_str(header.get("app_id")),
-        create_time=_str(header.get("create_time")),
+        event_id=as_str(header.get("event_id")),
+        event_type=as_str(header.get("event_type")),
+        token=as_str(header.get("token")),
+        app_id=as_str(header.get("app_id")),
+        create_time=as_str(header.get("create_time")),
         event=event,
     )
-
-
-def _str(value: Any) -> str | None:
-    return value if isinstance(value, str) and value else None
-
-
-def _dict(value: Any) -> dict[str, Any]:
-    return value if isinstance(value, dict) else {}
-
-
-def _list(value: Any) -> list[Any]:
-    return value if isinstance(value, list) else []
 
 
 @dataclasses.dataclass(frozen=True)
@@ -101,11 +89,11 @@ class _Mention:
 
 def _mentions(raw: Any) -> list[_Mention]:
     found: list[_Mention] = []
-    for item in raw if isinstance(raw, list) else []:
+    for item in as_list(raw):
         if not isinstance(item, dict) or not isinstance(item.get("key"), str):
             continue
-        ident = _dict(item.get("id"))
-        found.append(_Mention(item["key"], _str(ident.get("open_id")), _str(item.get("name"))))
+        ident = as_dict(item.get("id"))
+        found.append(_Mention(item["key"], as_str(ident.get("open_id")), as_str(item.get("name"))))
     return found
 
 
@@ -116,20 +104,20 @@ def map_message(
     if envelope.event_type != MESSAGE_EVENT:
         return Dropped(f"event type {envelope.event_type!r} is not a message")
     event = envelope.event
-    message = _dict(event.get("message"))
-    sender = _dict(event.get("sender"))
-    sender_ids = _dict(sender.get("sender_id"))
-    message_id = _str(message.get("message_id"))
-    chat_id = _str(message.get("chat_id"))
+    message = as_dict(event.get("message"))
+    sender = as_dict(event.get("sender"))
+    sender_ids = as_dict(sender.get("sender_id"))
+    message_id = as_str(message.get("message_id"))
+    chat_id = as_str(message.get("chat_id"))
     if message_id is None or chat_id is None:
         return Dropped("the event has no message_id or chat_id")
-    sender_open_id = _str(sender_ids.get("open_id"))
+    sender_open_id = as_str(sender_ids.get("open_id"))
     # sender_type "user" is documented; what bots and apps show ("app"?) is [unconfirmed], so
     # the bot's own messages are recognised by its open_id.
     if bot_open_id and sender_open_id == bot_open_id:
         return Dropped("the bot's own message")
 
-    chat_type = _str(message.get("chat_type")) or ""
+    chat_type = as_str(message.get("chat_type")) or ""
     # p2p and group are documented; topic groups' chat_type is [unconfirmed].
     peer_type = {"p2p": "dm", "group": "group", "topic_group": "group"}.get(chat_type, "unknown")
     mentions = _mentions(message.get("mentions"))
@@ -137,7 +125,7 @@ def map_message(
     if peer_type != "dm" and require_mention and not bot_mentioned:
         return Dropped("a group message that does not mention the bot")
 
-    feishu_type = _str(message.get("message_type")) or "unknown"
+    feishu_type = as_str(message.get("message_type")) or "unknown"
     content, extra = render_content(
         feishu_type, message.get("content"), mentions, bot_open_id=bot_open_id
     )
@@ -155,17 +143,17 @@ def map_message(
         metadata["eventId"] = envelope.event_id
     if mentions_all(message.get("content"), mentions):
         metadata["mentionedAll"] = True
-    parent_id = _str(message.get("parent_id"))
+    parent_id = as_str(message.get("parent_id"))
     if parent_id:
-        metadata["quoted"] = {"messageId": parent_id, "rootId": _str(message.get("root_id"))}
+        metadata["quoted"] = {"messageId": parent_id, "rootId": as_str(message.get("root_id"))}
     return InboundMessage(
         message_id=message_id,
         peer_id=chat_id,
         peer_type=peer_type,
         user_id=sender_open_id
-        or _str(sender_ids.get("user_id"))
-        or _str(sender_ids.get("union_id")),
-        thread_id=_str(message.get("thread_id")),
+        or as_str(sender_ids.get("user_id"))
+        or as_str(sender_ids.get("union_id")),
+        thread_id=as_str(message.get("thread_id")),
         message_type=_TYPES.get(feishu_type, feishu_type),
         content=content,
         timestamp=_timestamp(message.get("create_time")) or _timestamp(envelope.create_time),
@@ -188,12 +176,9 @@ def _timestamp(millis: Any) -> str | None:
     None when it is absent, malformed or out of range."""
     if isinstance(millis, str) and millis.isdigit() and len(millis) <= 18:
         millis = int(millis)
-    if not isinstance(millis, int) or isinstance(millis, bool) or millis <= 0:
+    if not isinstance(millis, int) or isinstance(millis, bool):
         return None
-    try:
-        return format_timestamp(millis / 1000)
-    except (OverflowError, ValueError, OSError):
-        return None
+    return timestamp_from_ms(millis)
 
 
 def render_content(
@@ -204,9 +189,9 @@ def render_content(
         content = json.loads(raw) if isinstance(raw, str) else {}
     except (ValueError, RecursionError):
         content = {}
-    content = _dict(content)
+    content = as_dict(content)
     if feishu_type == "text":
-        return _resolve_placeholders(_str(content.get("text")) or "", mentions, bot_open_id), {}
+        return _resolve_placeholders(as_str(content.get("text")) or "", mentions, bot_open_id), {}
     if feishu_type == "post":
         return flatten_post(content, mentions, bot_open_id=bot_open_id), {}
     placeholder = _PLACEHOLDERS.get(feishu_type, f"[{feishu_type}]")
@@ -251,9 +236,9 @@ def flatten_post(
     if isinstance(title, str) and title.strip():
         lines.append(title.strip())
     by_key = {m.key: m for m in mentions}
-    for paragraph in _list(document.get("content")):
+    for paragraph in as_list(document.get("content")):
         parts: list[str] = []
-        for element in paragraph if isinstance(paragraph, list) else []:
+        for element in as_list(paragraph):
             if isinstance(element, dict):
                 parts.append(_post_element(element, by_key, bot_open_id))
         line = "".join(parts).strip()
@@ -264,30 +249,30 @@ def flatten_post(
 
 def _post_element(element: dict[str, Any], by_key: dict[str, _Mention], bot: str | None) -> str:
     tag = element.get("tag")
-    text = _str(element.get("text")) or ""
+    text = as_str(element.get("text")) or ""
     if tag in ("text", "md"):
         return text
     if tag == "a":
-        href = _str(element.get("href")) or ""
+        href = as_str(element.get("href")) or ""
         return f"{text} ({href})" if href and href != text else text or href
     if tag == "at":
-        user_id = _str(element.get("user_id")) or ""
+        user_id = as_str(element.get("user_id")) or ""
         mention = by_key.get(user_id)
         open_id = mention.open_id if mention else user_id
         if bot and open_id == bot:
             return ""
         if user_id in ("all", _MENTION_ALL):
             return "@all"
-        name = _str(element.get("user_name")) or (mention.name if mention else None) or user_id
+        name = as_str(element.get("user_name")) or (mention.name if mention else None) or user_id
         return f"@{name}"
     if tag == "img":
         return "[image]"
     if tag == "media":
         return "[video]"
     if tag == "emotion":
-        return f":{_str(element.get('emoji_type')) or ''}:"
+        return f":{as_str(element.get('emoji_type')) or ''}:"
     if tag == "code_block":
-        return f"\n```{(_str(element.get('language')) or '').lower()}\n{text}\n```\n"
+        return f"\n```{(as_str(element.get('language')) or '').lower()}\n{text}\n```\n"
     if tag == "hr":
         return "---"
     return text

@@ -15,6 +15,8 @@ from typing import Any
 
 import httpx
 
+from connector_sidecar.drivers._common import as_dict
+
 __all__ = [
     "Approved",
     "Begun",
@@ -138,9 +140,8 @@ class RegistrationClient:
 
     async def poll(self, device_code: str, *, switched: bool) -> Pending | SwitchToLark | Approved:
         body = await self._post({"action": "poll", "device_code": device_code})
-        user_info = body.get("user_info") if isinstance(body.get("user_info"), dict) else {}
-        assert isinstance(user_info, dict)
-        brand = user_info.get("tenant_brand") if isinstance(user_info, dict) else None
+        user_info = as_dict(body.get("user_info"))
+        brand = user_info.get("tenant_brand")
         app_id, app_secret = body.get("client_id"), body.get("client_secret")
         if isinstance(app_id, str) and app_id and isinstance(app_secret, str) and app_secret:
             open_id = user_info.get("open_id")

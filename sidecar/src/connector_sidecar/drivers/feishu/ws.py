@@ -132,7 +132,6 @@ class LongConnection:
         self.min_backoff = min_backoff
         self.max_backoff = max_backoff
         self.config = ClientConfig()
-        self.connects = 0
         self._fragments: dict[str, _Fragments] = {}
 
     # -- the outer loop ---------------------------------------------------------------------------
@@ -195,7 +194,6 @@ class LongConnection:
             open_timeout=10,
             max_size=MAX_MESSAGE_BYTES,
         ) as ws:
-            self.connects += 1
             log.info(
                 "%s: long connection up (device %s, service %s)",
                 self.name,

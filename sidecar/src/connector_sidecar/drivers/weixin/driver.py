@@ -103,12 +103,10 @@ class WeixinDriver(Driver):
     @property
     def client(self) -> IlinkClient:
         if self._client is None:
-            http = (
-                self.ctx.http_client(transport=self.transport)
-                if self.transport is not None
-                else self.ctx.http_client()
+            self._client = IlinkClient(
+                self.ctx.http_client(transport=self.transport),
+                bot_agent=f"connector-sidecar/{__version__}",
             )
-            self._client = IlinkClient(http, bot_agent=f"connector-sidecar/{__version__}")
         return self._client
 
     async def aclose(self) -> None:

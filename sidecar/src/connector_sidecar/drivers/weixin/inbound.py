@@ -29,7 +29,7 @@ import logging
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
-from connector_contracts import format_timestamp
+from connector_sidecar.drivers._common import as_dict, as_list, as_str, timestamp_from_ms
 from connector_sidecar.drivers.weixin.client import (
     MESSAGE_TYPE_BOT,
     UPDATES_TIMEOUT,
@@ -94,32 +94,9 @@ class PollTiming:
 # -- normalisation ----------------------------------------------------------------------------------
 
 
-def _dict(value: Any) -> dict[str, Any]:
-    return value if isinstance(value, dict) else {}
-
-
-def _list(value: Any) -> list[Any]:
-    return value if isinstance(value, list) else []
-
-
-def _str(value: Any) -> str | None:
-    return value if isinstance(value, str) and value else None
-
-
-def _timestamp(millis: Any) -> str | None:
-    """``create_time_ms`` as a contract timestamp; None when absent or out of range."""
-    value = as_int(millis)
-    if value is None or value <= 0:
-        return None
-    try:
-        return format_timestamp(value / 1000)
-    except (OverflowError, ValueError, OSError):
-        return None
-
-
 def _media_ref(payload: dict[str, Any]) -> str | None:
     """An opaque reference to download the media later (CDN parameter, key, URL)."""
-    media = _dict(payload.get("media"))
+    media = as_dict(payload.get("media"))
     fields = {
         "p": media.get("encrypt_query_param"),
         "k": media.get("aes_key"),
@@ -145,13 +122,12 @@ def _media_descriptor(kind: str, payload: dict[str, Any]) -> dict[str, Any]:
     if kind == "image":
         descriptor["size"] = as_int(payload.get("hd_size")) or as_int(payload.get("mid_size"))
     elif kind == "file":
-        name = payload.get("file_name")
-        descriptor["fileName"] = name if isinstance(name, str) and name else None
+        descriptor["fileName"] = as_str(payload.get("file_name"))
         descriptor["size"] = as_int(payload.get("len"))
-        descriptor["md5"] = _str(payload.get("md5"))
+        descriptor["md5"] = as_str(payload.get("md5"))
     elif kind == "video":
         descriptor["size"] = as_int(payload.get("video_size"))
-        descriptor["md5"] = _str(payload.get("video_md5"))
+        descriptor["md5"] = as_str(payload.get("video_md5"))
         if (length := as_int(payload.get("play_length"))) is not None:
             descriptor["playLength"] = length  # the unit is [unconfirmed]
     elif kind == "voice":
@@ -159,8 +135,7 @@ def _media_descriptor(kind: str, payload: dict[str, Any]) -> dict[str, Any]:
             descriptor["durationMs"] = playtime
         if (encode_type := as_int(payload.get("encode_type"))) is not None:
             descriptor["encodeType"] = encode_type  # 6 = silk; inbound is SILK 24 kHz [unconfirmed]
-        transcript = payload.get("text")
-        if isinstance(transcript, str) and transcript:
+        if transcript := as_str(payload.get("text")):
             descriptor["transcript"] = transcript
     return descriptor
 
@@ -191,7 +166,7 @@ def _body(items: list[dict[str, Any]]) -> _Body | None:
             if item_type is not None and item_type not in OUTBOUND_ONLY_ITEM_TYPES:
                 unknown.append(item_type)
             continue
-        payload = _dict(item.get(f"{kind}_item"))
+        payload = as_dict(item.get(f"{kind}_item"))
         if kind == "text":
             text = payload.get("text")
             if isinstance(text, str):
@@ -220,20 +195,20 @@ def _body(items: list[dict[str, Any]]) -> _Body | None:
 def _quoted(items: list[dict[str, Any]]) -> dict[str, Any] | None:
     """``ref_msg`` of the first item that has one; newer clients may send only ``svr_id``."""
     for item in items:
-        ref = _dict(item.get("ref_msg"))
+        ref = as_dict(item.get("ref_msg"))
         if not ref:
             continue
         quoted: dict[str, Any] = {"messageId": as_id(ref.get("svr_id"))}
-        if title := _str(ref.get("title")):
+        if title := as_str(ref.get("title")):
             quoted["title"] = title
-        inner = _dict(ref.get("message_item"))
+        inner = as_dict(ref.get("message_item"))
         body = _body([inner]) if inner else None
         if body is not None:
             quoted["messageType"] = body.message_type
             quoted["content"] = body.content
             if body.media:
                 quoted["media"] = body.media[0]
-        partial = _dict(ref.get("partial_text"))
+        partial = as_dict(ref.get("partial_text"))
         if partial:
             quoted["partialText"] = partial
         return quoted
@@ -262,10 +237,10 @@ def normalise(msg: dict[str, Any], *, bot_id: str | None) -> InboundMessage | No
     """One WeixinMessage as an InboundMessage; None for the bot's own messages and for those
     with no sender or nothing readable. Any JSON shape is taken: what cannot be read is left
     out, nothing raises."""
-    sender = _str(msg.get("from_user_id"))
+    sender = as_str(msg.get("from_user_id"))
     if sender is None or is_own_message(msg, bot_id=bot_id):
         return None
-    items = [i for i in _list(msg.get("item_list")) if isinstance(i, dict)]
+    items = [i for i in as_list(msg.get("item_list")) if isinstance(i, dict)]
     body = _body(items)
     if body is None:
         return None
@@ -283,7 +258,7 @@ def normalise(msg: dict[str, Any], *, bot_id: str | None) -> InboundMessage | No
         user_id=sender,
         message_type=body.message_type,
         content=body.content,
-        timestamp=_timestamp(msg.get("create_time_ms")),
+        timestamp=timestamp_from_ms(as_int(msg.get("create_time_ms"))),
         metadata=metadata,
     )
 
@@ -292,8 +267,8 @@ def newest_context_tokens(msgs: list[dict[str, Any]], *, bot_id: str | None) -> 
     """``ctx:<peer>`` → the latest ``context_token`` each peer sent in this batch."""
     tokens: dict[str, str] = {}
     for msg in msgs:
-        sender = _str(msg.get("from_user_id"))
-        token = _str(msg.get("context_token"))
+        sender = as_str(msg.get("from_user_id"))
+        token = as_str(msg.get("context_token"))
         if sender is not None and sender != bot_id and token is not None:
             tokens[context_token_key(sender)] = token
     return tokens
