@@ -427,6 +427,20 @@ async def test_retry_after_http_date(
     assert 15 <= clock.sleeps[0] <= 20
 
 
+async def test_unreadable_retry_after_falls_back_to_backoff(
+    client: SidecarClient, sidecar: respx.MockRouter, clock: FakeClock
+) -> None:
+    """A Retry-After that only looks numeric ("²" passes str.isdigit) is ignored, not a crash."""
+    route = sidecar.post("/send")
+    route.side_effect = [
+        httpx.Response(503, headers={b"retry-after": b"\xb2"}),
+        httpx.Response(200, json=SENT),
+    ]
+    result = await client.send(request_id="r5b", connection_id="c", peer_id="p", content="x")
+    assert result.ok
+    assert len(clock.sleeps) == 1
+
+
 async def test_retry_after_from_body(
     client: SidecarClient, sidecar: respx.MockRouter, clock: FakeClock
 ) -> None:

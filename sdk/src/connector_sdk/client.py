@@ -87,7 +87,7 @@ def _retry_after(response: httpx.Response, body: object) -> float | None:
     header = response.headers.get("retry-after")
     if header is not None:
         header = header.strip()
-        if header.isdigit():
+        if header.isascii() and header.isdigit():  # str.isdigit() alone takes "²"
             return float(header)
         try:
             when = email.utils.parsedate_to_datetime(header)

@@ -337,6 +337,23 @@ async def test_ws_endpoint_request_shape(api: FeishuApi) -> None:
 
 @pytest.mark.anyio
 @respx.mock
+async def test_ws_endpoint_with_an_odd_service_id(api: FeishuApi) -> None:
+    """A service_id that only looks numeric ("²" passes str.isdigit) becomes 0, not a crash."""
+    respx.post(f"{BASE}/callback/ws/endpoint").mock(
+        return_value=httpx.Response(
+            200,
+            json={
+                "code": 0,
+                "data": {"URL": "wss://frontier.example/ws?device_id=1&service_id=%C2%B2"},
+            },
+        )
+    )
+    endpoint = await api.ws_endpoint()
+    assert endpoint.service_id == 0
+
+
+@pytest.mark.anyio
+@respx.mock
 async def test_ws_endpoint_codes(api: FeishuApi) -> None:
     """Codes 1 and 1000040343 are retryable; any other code is a client error."""
     route = respx.post(f"{BASE}/callback/ws/endpoint")

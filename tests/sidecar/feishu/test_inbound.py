@@ -263,6 +263,7 @@ def test_bad_options_name_the_field(options: dict[str, Any], path: str) -> None:
     ("message", "content"),
     [
         ({"create_time": "9" * 30}, "hi"),
+        ({"create_time": "17²"}, "hi"),  # isdigit() is true for "²", int() refuses it
         ({"create_time": 1700000001234}, "hi"),
         ({"content": json.dumps(["a", "list"])}, ""),
         ({"content": "{not json"}, ""),

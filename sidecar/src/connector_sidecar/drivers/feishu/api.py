@@ -409,7 +409,7 @@ class FeishuApi:
         return WsEndpoint(
             url=url,
             device_id=query["device_id"][0] if query.get("device_id") else None,
-            service_id=int(service) if service.lstrip("-").isdigit() else 0,
+            service_id=int(service) if service.isascii() and service.lstrip("-").isdigit() else 0,
             client_config=config if isinstance(config, dict) else {},
         )
 

@@ -174,7 +174,7 @@ def mentions_all(raw_content: Any, mentions: list[_Mention]) -> bool:
 def _timestamp(millis: Any) -> str | None:
     """A ``create_time`` (ms, a string on the wire; an integer is taken too) as a timestamp;
     None when it is absent, malformed or out of range."""
-    if isinstance(millis, str) and millis.isdigit() and len(millis) <= 18:
+    if isinstance(millis, str) and millis.isascii() and millis.isdigit() and len(millis) <= 18:
         millis = int(millis)
     if not isinstance(millis, int) or isinstance(millis, bool):
         return None
