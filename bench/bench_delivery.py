@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import sqlite3
 import tempfile
 import time
 from collections.abc import AsyncIterator
@@ -26,7 +25,8 @@ from starlette.types import Receive, Scope, Send
 from connector_sidecar._secret import Secret
 from connector_sidecar.config import Settings
 from connector_sidecar.delivery import DeliveryWorker
-from connector_sidecar.store import Database, InboundMessage, Store
+from connector_sidecar.store import InboundMessage, SqliteDatabase, Store
+from connector_sidecar.store._sql import Connection
 
 EVENTS = 2000
 LANES = 50
@@ -57,10 +57,10 @@ async def host_app(scope: Scope, receive: Receive, send: Send) -> None:
 @contextlib.asynccontextmanager
 async def outbox(events: int, history: int) -> AsyncIterator[Store]:
     with tempfile.TemporaryDirectory() as tmp:
-        store = Store(Database(Path(tmp) / "bench.sqlite3"), time.time)
+        store = Store(SqliteDatabase(Path(tmp) / "bench.sqlite3"), time.time)
         await store.db.open()
 
-        def fill(c: sqlite3.Connection) -> None:
+        def fill(c: Connection) -> None:
             store.connections.ensure(c, connection_id="conn", channel_id="chan", kind="sim")
             record = store.connections.update(c, "conn", status="connected")
             if history:

@@ -1,10 +1,84 @@
-"""Shared pytest set-up: anyio runs async tests on asyncio."""
+"""Shared pytest set-up: anyio runs async tests on asyncio; the machine's PostgreSQL for tests.
+
+PostgreSQL (``SIDECAR_TEST_POSTGRES_URL``, default ``postgresql://postgres@127.0.0.1:5432/postgres``)
+gets one fresh database per test run, dropped at the end, and each test a schema of its own in
+it (``postgres_url``), dropped after the test. Unreachable, the tests that need it fail when
+``CI=true`` and are skipped with one line otherwise.
+"""
 
 from __future__ import annotations
 
+import os
+import secrets
+import urllib.parse
+from collections.abc import Iterator
+
 import pytest
+
+POSTGRES_ADMIN_URL = os.environ.get(
+    "SIDECAR_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/postgres"
+)
+HOW_TO_START_POSTGRES = (
+    "start PostgreSQL on 127.0.0.1:5432 (trust auth, user postgres), e.g."
+    " `pg_ctlcluster --skip-systemctl-redirect 15 main start`, or set SIDECAR_TEST_POSTGRES_URL"
+)
+
+
+def service_missing(what: str, how: str, error: BaseException) -> None:
+    """Fail under CI (a missing service must never pass silently), skip with one line locally."""
+    message = f"{what} is unreachable ({error.__class__.__name__}: {error}); {how}"
+    if os.environ.get("CI") == "true":
+        pytest.fail(message, pytrace=False)
+    pytest.skip(message)
 
 
 @pytest.fixture
 def anyio_backend() -> str:
     return "asyncio"
+
+
+def with_database(url: str, database: str, **query: str) -> str:
+    parts = urllib.parse.urlsplit(url)
+    return urllib.parse.urlunsplit(
+        parts._replace(path=f"/{database}", query=urllib.parse.urlencode(query))
+    )
+
+
+@pytest.fixture(scope="session")
+def postgres_database() -> Iterator[str]:
+    """A database of this test run (its URL), created at first use and dropped at the end."""
+    import psycopg
+
+    try:
+        admin = psycopg.connect(POSTGRES_ADMIN_URL, autocommit=True, connect_timeout=5)
+    except psycopg.Error as exc:
+        service_missing("PostgreSQL", HOW_TO_START_POSTGRES, exc)
+        raise
+    name = f"sidecar_test_{secrets.token_hex(6)}"
+    with admin:
+        admin.execute(f'CREATE DATABASE "{name}"')
+    try:
+        yield with_database(POSTGRES_ADMIN_URL, name)
+    finally:
+        with psycopg.connect(POSTGRES_ADMIN_URL, autocommit=True) as admin:
+            admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@pytest.fixture
+def postgres_url(postgres_database: str) -> Iterator[str]:
+    """A URL whose tables land in a fresh schema of the run's database, dropped after the test."""
+    import psycopg
+
+    schema = f"t_{secrets.token_hex(6)}"
+    with psycopg.connect(postgres_database, autocommit=True) as conn:
+        conn.execute(f'CREATE SCHEMA "{schema}"')
+    parts = urllib.parse.urlsplit(postgres_database)
+    yield urllib.parse.urlunsplit(
+        parts._replace(
+            query=urllib.parse.urlencode(
+                {"options": f"-c search_path={schema}"}, quote_via=urllib.parse.quote
+            )
+        )
+    )
+    with psycopg.connect(postgres_database, autocommit=True) as conn:
+        conn.execute(f'DROP SCHEMA "{schema}" CASCADE')

@@ -1,5 +1,9 @@
 """In-process sidecar fixtures: the real Starlette app with its lifespan, over httpx's ASGI transport.
 
+The store is SQLite unless a test module is marked ``both_stores``: then each of its tests that
+uses ``store_backend`` (through ``make_sidecar``, ``sidecar`` or ``make_database``) runs twice,
+on SQLite and on PostgreSQL, the same test on both backends.
+
 ``sidecar`` is an app on a fresh data directory with the sim connector only and tiny retry
 settings; ``make_sidecar(**settings)`` starts another with different settings. A test that waits
 out retry backoffs passes ``clock=FakeClock()`` and ``sleep=clock.sleep``: sleeping then moves the
@@ -22,6 +26,7 @@ from starlette.applications import Starlette
 
 from connector_sidecar import Secret, Settings, create_app
 from connector_sidecar._clock import Clock, Sleep
+from connector_sidecar.store import Database, database_for
 
 TOKEN = "test-token-0123456789"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
@@ -177,14 +182,52 @@ async def running_sidecar(
 SidecarFactory = Callable[..., contextlib.AbstractAsyncContextManager[Sidecar]]
 
 
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    if "store_backend" in metafunc.fixturenames:
+        both = (
+            metafunc.definition.get_closest_marker("both_stores") is not None
+            and metafunc.definition.get_closest_marker("sqlite_only") is None
+        )
+        metafunc.parametrize(
+            "store_backend", ["sqlite", "postgres"] if both else ["sqlite"], indirect=True
+        )
+
+
 @pytest.fixture
-def make_sidecar(tmp_path: Path) -> SidecarFactory:
-    """Start a sidecar with settings overrides; each call gets its own data directory."""
+def store_backend(request: pytest.FixtureRequest) -> str:
+    backend: str = request.param
+    return backend
+
+
+@pytest.fixture
+def database_url(store_backend: str, request: pytest.FixtureRequest) -> str | None:
+    """The PostgreSQL URL of this test's schema, or None on SQLite."""
+    if store_backend == "sqlite":
+        return None
+    url: str = request.getfixturevalue("postgres_url")
+    return url
+
+
+DatabaseFactory = Callable[[], Database]
+
+
+@pytest.fixture
+def make_database(tmp_path: Path, database_url: str | None) -> DatabaseFactory:
+    """A new (closed) Database of this test's backend; every call opens the same data."""
+    return lambda: database_for(database_url, tmp_path / "sidecar.sqlite3")
+
+
+@pytest.fixture
+def make_sidecar(tmp_path: Path, database_url: str | None) -> SidecarFactory:
+    """Start a sidecar with settings overrides; each call gets its own data directory (on
+    PostgreSQL, every sidecar of one test shares the test's database)."""
 
     def make(
         *, clock: Clock | None = None, sleep: Sleep | None = None, **overrides: Any
     ) -> contextlib.AbstractAsyncContextManager[Sidecar]:
         overrides.setdefault("data_dir", tmp_path / f"data{next(_ids)}")
+        if database_url is not None:
+            overrides.setdefault("database_url", Secret(database_url))
         return running_sidecar(make_settings(**overrides), clock, sleep)
 
     return make

@@ -13,7 +13,7 @@ from connector_sidecar.problems import MAX_BODY_BYTES
 
 from .conftest import TOKEN, Sidecar, SidecarFactory, assert_problem, send_body
 
-pytestmark = pytest.mark.anyio
+pytestmark = [pytest.mark.anyio, pytest.mark.both_stores]
 
 PROTECTED = [
     ("GET", "/connectors"),

@@ -8,7 +8,7 @@ import pytest
 
 from .conftest import Sidecar, SidecarFactory, assert_problem
 
-pytestmark = pytest.mark.anyio
+pytestmark = [pytest.mark.anyio, pytest.mark.both_stores]
 
 CONNECTION_FIELDS = {
     "connectionId",

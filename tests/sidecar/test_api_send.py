@@ -16,7 +16,7 @@ from connector_sidecar.drivers.base import DeferredSendError
 
 from .conftest import FakeClock, Sidecar, SidecarFactory, assert_problem, paragraphs
 
-pytestmark = pytest.mark.anyio
+pytestmark = [pytest.mark.anyio, pytest.mark.both_stores]
 
 
 async def wait_for_status(sidecar: Sidecar, request_id: str, status: str) -> dict[str, Any]:

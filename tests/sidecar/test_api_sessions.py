@@ -10,7 +10,7 @@ import pytest
 
 from .conftest import Sidecar, SidecarFactory, assert_problem
 
-pytestmark = pytest.mark.anyio
+pytestmark = [pytest.mark.anyio, pytest.mark.both_stores]
 
 
 def start_body(connection_id: str = "conn_1", **fields: Any) -> dict[str, Any]:

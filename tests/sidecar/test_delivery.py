@@ -19,10 +19,10 @@ import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from datetime import UTC, datetime
 from email.utils import format_datetime
-from pathlib import Path
 from typing import Any
 
 import httpx
+import psycopg
 import pytest
 import respx
 
@@ -34,9 +34,13 @@ from connector_sidecar.delivery import (
     judge,
     parse_retry_after,
 )
-from connector_sidecar.store import Database, InboundMessage, Store
+from connector_sidecar.store import InboundMessage, SqliteDatabase, Store
+from connector_sidecar.store._sql import postgres_sql
+from connector_sidecar.store.postgres import PostgresDatabase
 
-pytestmark = [pytest.mark.anyio, pytest.mark.timeout(60)]
+from .conftest import DatabaseFactory
+
+pytestmark = [pytest.mark.anyio, pytest.mark.timeout(60), pytest.mark.both_stores]
 
 URL = "http://host.test/api/channel-connector-bridge/events"
 BRIDGE_TOKEN = "bridge-token-123"
@@ -137,11 +141,11 @@ def fake_time() -> FakeTime:
 
 
 @pytest.fixture
-async def store(tmp_path: Path, fake_time: FakeTime) -> AsyncIterator[Store]:
-    store = Store(Database(tmp_path / "sidecar.sqlite3"), fake_time)
+async def store(make_database: DatabaseFactory, fake_time: FakeTime) -> AsyncIterator[Store]:
+    store = Store(make_database(), fake_time)
     await store.db.open()
 
-    def setup(c: sqlite3.Connection) -> None:
+    def setup(c: Any) -> None:
         for connection_id in ("conn_1", "conn_2"):
             store.connections.ensure(c, connection_id=connection_id, channel_id="chan", kind="sim")
             store.connections.update(c, connection_id, status="connected", account_id="acct")
@@ -201,7 +205,7 @@ async def enqueue(
 ) -> list[str]:
     """Commit (peerId, messageId) messages to the outbox, in order; returns their eventIds."""
 
-    def work(c: sqlite3.Connection) -> list[str]:
+    def work(c: Any) -> list[str]:
         connection = store.connections.get(c, connection_id)
         assert connection is not None
         results = store.outbox.enqueue(
@@ -227,6 +231,10 @@ async def until(
 
 def read_outside(store: Store, sql: str, *params: Any) -> list[Any]:
     """What another process reading the database sees now (from inside a host's answer)."""
+    if isinstance(store.db, PostgresDatabase):
+        with psycopg.connect(store.db.url) as pg:
+            return pg.execute(postgres_sql(sql), params).fetchall()
+    assert isinstance(store.db, SqliteDatabase)
     reader = sqlite3.connect(store.db.path)
     try:
         return reader.execute(sql, params).fetchall()
@@ -689,7 +697,7 @@ async def test_threads_are_separate_lanes(
         Host(fake_time, decide=lambda call: 503 if call.event["messageId"] == "t1-a" else None),
     )
 
-    def work(c: sqlite3.Connection, messages: list[InboundMessage]) -> None:
+    def work(c: Any, messages: list[InboundMessage]) -> None:
         connection = store.connections.get(c, "conn_1")
         assert connection is not None
         store.outbox.enqueue(c, connection, messages)

@@ -16,7 +16,7 @@ from connector_sidecar._secret import Secret
 from .conftest import Sidecar, SidecarFactory
 from .test_delivery import until
 
-pytestmark = [pytest.mark.anyio, pytest.mark.timeout(60)]
+pytestmark = [pytest.mark.anyio, pytest.mark.timeout(60), pytest.mark.both_stores]
 
 URL = "http://host.test/bridge/events"
 

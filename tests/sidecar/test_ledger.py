@@ -13,7 +13,7 @@ from connector_sidecar.sending import vendor_key
 
 from .conftest import FakeClock, SidecarFactory, assert_problem, paragraphs
 
-pytestmark = pytest.mark.anyio
+pytestmark = [pytest.mark.anyio, pytest.mark.both_stores]
 
 
 async def test_fifty_concurrent_identical_sends_reach_the_vendor_once(

@@ -15,7 +15,7 @@ from connector_sidecar.store import ConnectionRecord
 
 from .conftest import Sidecar
 
-pytestmark = pytest.mark.anyio
+pytestmark = [pytest.mark.anyio, pytest.mark.both_stores]
 
 
 def runtime_of(sidecar: Sidecar) -> Runtime:

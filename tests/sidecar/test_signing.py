@@ -5,9 +5,8 @@ from __future__ import annotations
 
 import base64
 import json
-import sqlite3
 from datetime import UTC, datetime
-from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -19,8 +18,9 @@ from connector_sidecar._secret import Secret
 from connector_sidecar.config import Settings
 from connector_sidecar.delivery import DeliveryWorker
 from connector_sidecar.signing import Signer, decode_secret
-from connector_sidecar.store import Database, InboundMessage, Store
+from connector_sidecar.store import InboundMessage, Store
 
+from .conftest import DatabaseFactory
 from .test_delivery import FakeTime, settled
 
 # The test vector published with the Standard Webhooks reference libraries.
@@ -100,13 +100,13 @@ def test_signer_repr_hides_the_keys() -> None:
 
 @pytest.mark.anyio
 @pytest.mark.timeout(30)
-async def test_bridge_posts_are_signed_per_attempt(tmp_path: Path) -> None:
+async def test_bridge_posts_are_signed_per_attempt(make_database: DatabaseFactory) -> None:
     """Each attempt carries webhook-id = eventId, a fresh timestamp and both rotation signatures."""
     clock = FakeTime(start=datetime.now(UTC).timestamp())  # the verifier allows 5 minutes of skew
-    store = Store(Database(tmp_path / "sidecar.sqlite3"), clock)
+    store = Store(make_database(), clock)
     await store.db.open()
 
-    def setup(c: sqlite3.Connection) -> None:
+    def setup(c: Any) -> None:
         store.connections.ensure(c, connection_id="conn_1", channel_id="chan", kind="sim")
         record = store.connections.update(c, "conn_1", status="connected")
         store.outbox.enqueue(

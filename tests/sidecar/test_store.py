@@ -1,4 +1,5 @@
-"""The embedded SQLite store: migrations, the data-directory lock, and concurrent writers."""
+"""The store: migrations, the SQLite data-directory lock, transactions and concurrent writers,
+on both backends where the behaviour is not SQLite's own."""
 
 from __future__ import annotations
 
@@ -10,12 +11,13 @@ from typing import Any
 import pytest
 
 from connector_sidecar import create_app
-from connector_sidecar.store import Database, DatabaseLockedError
+from connector_sidecar.store import DatabaseLockedError
+from connector_sidecar.store import SqliteDatabase as Database
 from connector_sidecar.store.migrations import MIGRATIONS
 
-from .conftest import SidecarFactory, make_settings
+from .conftest import DatabaseFactory, SidecarFactory, make_settings
 
-pytestmark = pytest.mark.anyio
+pytestmark = [pytest.mark.anyio, pytest.mark.both_stores]
 
 
 def user_version(path: Path) -> int:
@@ -54,7 +56,7 @@ async def test_migration_2_keeps_the_outbox_schedule(tmp_path: Path) -> None:
     the worker's lane lookup then reads the partial index of pending events."""
     path = tmp_path / "sidecar.sqlite3"
     with sqlite3.connect(path) as conn:
-        conn.executescript(MIGRATIONS[0])
+        conn.executescript(MIGRATIONS[0].sqlite)
         conn.execute("PRAGMA user_version = 1")
         conn.execute(
             "INSERT INTO outbox (event_id, connection_id, lane, status, attempts, payload,"
@@ -113,6 +115,7 @@ async def test_second_database_on_the_same_path_is_refused(tmp_path: Path) -> No
     await second.close()
 
 
+@pytest.mark.sqlite_only
 async def test_second_sidecar_on_the_same_data_dir_refuses_to_start(
     make_sidecar: SidecarFactory, tmp_path: Path
 ) -> None:
@@ -145,9 +148,11 @@ async def test_updates_refuse_unknown_columns(make_sidecar: SidecarFactory) -> N
         assert connection.status == "connected"
 
 
-async def test_concurrent_writes_never_see_database_is_locked(tmp_path: Path) -> None:
+async def test_concurrent_writes_never_see_database_is_locked(
+    make_database: DatabaseFactory,
+) -> None:
     """200 concurrent write transactions from many tasks all commit; none sees "database is locked"."""
-    db = Database(tmp_path / "sidecar.sqlite3")
+    db = make_database()
     await db.open()
     try:
 
@@ -167,9 +172,9 @@ async def test_concurrent_writes_never_see_database_is_locked(tmp_path: Path) ->
         await db.close()
 
 
-async def test_a_failed_transaction_rolls_back(tmp_path: Path) -> None:
+async def test_a_failed_transaction_rolls_back(make_database: DatabaseFactory) -> None:
     """An exception inside a transaction rolls back its writes and leaves the database usable."""
-    db = Database(tmp_path / "sidecar.sqlite3")
+    db = make_database()
     await db.open()
     try:
 
@@ -207,12 +212,14 @@ async def test_concurrent_traffic_through_the_api(make_sidecar: SidecarFactory) 
         assert sum([len(await sidecar.sent(f"conn_{n}")) for n in range(4)]) == 60
 
 
-async def test_a_finished_session_keeps_no_secrets_or_driver_state(tmp_path: Path) -> None:
+async def test_a_finished_session_keeps_no_secrets_or_driver_state(
+    make_database: DatabaseFactory,
+) -> None:
     """Once a session is terminal its driver state, QR image and secret options are gone."""
     from connector_sidecar._clock import system_clock
     from connector_sidecar.store import SessionRecord, Store
 
-    store = Store(Database(tmp_path / "sidecar.sqlite3"), system_clock)
+    store = Store(make_database(), system_clock)
     await store.db.open()
     try:
         session = SessionRecord(
@@ -242,3 +249,38 @@ async def test_a_finished_session_keeps_no_secrets_or_driver_state(tmp_path: Pat
     assert done.qr_image is None
     assert done.options == {"appId": "cli_1", "mode": "webhook"}
     assert "s3cret" not in raw
+
+
+@pytest.mark.sqlite_only
+async def test_concurrent_transactions_share_commits_and_fail_alone(tmp_path: Path) -> None:
+    """Transactions queued together commit together (fewer COMMITs than transactions); one that
+    raises is rolled back alone and its caller gets the error, the others commit."""
+    db = Database(tmp_path / "sidecar.sqlite3")
+    await db.open()
+    try:
+
+        def write(conn: Any, i: int) -> int:
+            conn.execute(
+                "INSERT INTO connection_state (connection_id, key, value, updated_at)"
+                " VALUES ('c', ?, ?, 0)",
+                (f"k{i}", str(i)),
+            )
+            if i % 10 == 3:
+                raise ValueError(f"refused {i}")
+            return i
+
+        before = db.commits
+        results = await asyncio.gather(
+            *(db.transaction(write, i) for i in range(100)), return_exceptions=True
+        )
+        failed = [r for r in results if isinstance(r, ValueError)]
+        assert [str(e) for e in failed] == [f"refused {i}" for i in range(3, 100, 10)]
+        assert [r for r in results if isinstance(r, int)] == [i for i in range(100) if i % 10 != 3]
+        assert db.commits - before < 100
+        keys = await db.run(lambda c: {r[0] for r in c.execute("SELECT key FROM connection_state")})
+        assert keys == {f"k{i}" for i in range(100) if i % 10 != 3}
+    finally:
+        await db.close()
+    # Durable: a new connection to the file (as after a crash) sees every committed row.
+    with sqlite3.connect(tmp_path / "sidecar.sqlite3") as reader:
+        assert reader.execute("SELECT COUNT(*) FROM connection_state").fetchone()[0] == 90

@@ -29,7 +29,7 @@ from connector_sidecar.drivers import DRIVER_CLASSES
 from connector_sidecar.problems import ApiProblem, problem_response
 from connector_sidecar.runtime import Runtime
 from connector_sidecar.sending import Sender
-from connector_sidecar.store import Database, Store
+from connector_sidecar.store import Store, database_for
 
 __all__ = ["create_app"]
 
@@ -98,7 +98,8 @@ def create_app(
     ``clock`` and ``sleep`` reach the store, the send retries and the delivery worker, so a
     test can run retry backoffs without waiting (a ``sleep`` that moves its ``clock``).
     """
-    store = Store(Database(settings.database_path), clock)
+    url = settings.database_url.reveal() if settings.database_url else None
+    store = Store(database_for(url, settings.database_path), clock)
     runtime = Runtime(settings, store, clock)
     for kind in settings.connectors:
         runtime.add_driver(DRIVER_CLASSES[kind](runtime.ctx))
@@ -133,7 +134,7 @@ def create_app(
                 settings.host,
                 settings.port,
                 ", ".join(runtime.drivers),
-                settings.data_dir,
+                store.db.describe(),
             )
             yield
             housekeeping.cancel()

@@ -44,7 +44,8 @@ def main(argv: list[str] | None = None) -> None:
     from connector_sidecar.store.db import DatabaseLockedError, check_unlocked
 
     try:
-        check_unlocked(settings.database_path)
+        if settings.database_url is None:  # PostgreSQL is shared by design; SQLite is not
+            check_unlocked(settings.database_path)
     except DatabaseLockedError as exc:
         print(f"connector-sidecar: {exc}", file=sys.stderr)
         raise SystemExit(1) from None

@@ -11,6 +11,7 @@ import binascii
 import dataclasses
 import ipaddress
 import os
+import socket
 from collections.abc import Mapping
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -40,6 +41,9 @@ class Settings:
     host: str = "127.0.0.1"
     port: int = 8787
     data_dir: Path = Path("./var")
+    database_url: Secret | None = None  # postgresql://…; None: SQLite under data_dir
+    replica_id: str = dataclasses.field(default_factory=lambda: default_replica_id())
+    lease_seconds: float = 15.0
     connectors: tuple[str, ...] = KNOWN_CONNECTORS
     bridge_url: str | None = None
     bridge_token: Secret | None = None
@@ -67,6 +71,9 @@ class Settings:
             host=r.host("SIDECAR_HOST", "127.0.0.1"),
             port=r.integer("SIDECAR_PORT", 8787, low=1, high=65535),
             data_dir=Path(r.text("SIDECAR_DATA_DIR", "./var")),
+            database_url=r.database_url("SIDECAR_DATABASE_URL"),
+            replica_id=r.text("SIDECAR_REPLICA_ID", default_replica_id())[:200],
+            lease_seconds=r.number("SIDECAR_LEASE_SECONDS", 15.0, low=3, high=3600),
             connectors=r.connectors("SIDECAR_CONNECTORS"),
             bridge_url=r.url("BRIDGE_URL"),
             bridge_token=r.optional_secret("BRIDGE_TOKEN"),
@@ -86,6 +93,11 @@ class Settings:
     @property
     def database_path(self) -> Path:
         return self.data_dir / "sidecar.sqlite3"
+
+
+def default_replica_id() -> str:
+    """The host name and process id: unique among the replicas of one database."""
+    return f"{socket.gethostname()}-{os.getpid()}"
 
 
 class _Reader:
@@ -157,6 +169,16 @@ class _Reader:
         if parts.scheme not in ("http", "https") or not parts.netloc:
             raise ConfigError(name, f"must be an http(s) URL, got {value!r}")
         return value
+
+    def database_url(self, name: str) -> Secret | None:
+        """A PostgreSQL URL (it may hold a password: kept as a secret)."""
+        value = self.raw(name)
+        if value is None:
+            return None
+        parts = urlsplit(value)
+        if parts.scheme not in ("postgresql", "postgres") or (not parts.netloc and not parts.query):
+            raise ConfigError(name, "must be a postgresql://user@host:port/database URL")
+        return Secret(value)
 
     def base_url(self, name: str, default: str) -> str:
         """A URL that paths are appended to: without a trailing slash."""

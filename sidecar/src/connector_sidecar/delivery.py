@@ -44,7 +44,6 @@ import dataclasses
 import email.utils
 import heapq
 import logging
-import sqlite3
 import urllib.parse
 from collections.abc import Callable
 from typing import Any, Final, Literal, TypeVar
@@ -58,6 +57,7 @@ from connector_sidecar._clock import Clock, Sleep, now_ms, system_clock
 from connector_sidecar.config import Settings
 from connector_sidecar.signing import Signer
 from connector_sidecar.store import Store
+from connector_sidecar.store._sql import Connection
 from connector_sidecar.store.outbox import Claim, LaneHead, OutboxRow
 
 __all__ = [
@@ -338,7 +338,7 @@ class DeliveryWorker:
         self._scan_new = True
         self._wake.set()
 
-    async def requeue(self, work: Callable[[sqlite3.Connection], T]) -> T:
+    async def requeue(self, work: Callable[[Connection], T]) -> T:
         """Run a transaction that makes events pending again (a replay), then rescan the lanes.
 
         Holding the claim lock means no claim reads a lane between the replay and the rescan.
@@ -481,7 +481,7 @@ class DeliveryWorker:
 
     def _claim_all(
         self,
-        conn: sqlite3.Connection,
+        conn: Connection,
         picks: list[tuple[str, int]],
         now: int,
         max_age_ms: int | None,
@@ -717,9 +717,7 @@ class DeliveryWorker:
                 if not result.done():
                     result.set_result(head)
 
-    def _finish_all(
-        self, conn: sqlite3.Connection, answers: list[_Answer]
-    ) -> list[LaneHead | None]:
+    def _finish_all(self, conn: Connection, answers: list[_Answer]) -> list[LaneHead | None]:
         return [
             self.store.outbox.finish(
                 conn,

@@ -15,7 +15,6 @@ import dataclasses
 import hashlib
 import logging
 import math
-import sqlite3
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
@@ -43,6 +42,7 @@ from connector_sidecar.drivers.base import (
 from connector_sidecar.problems import ApiProblem
 from connector_sidecar.runtime import Runtime
 from connector_sidecar.store import ConnectionRecord, EnqueueResult, LedgerEntry
+from connector_sidecar.store._sql import Connection
 from connector_sidecar.store.ledger import fingerprint_of
 
 __all__ = ["MAX_DEFERRED_PER_PEER", "SendOutcome", "Sender", "chunks_for", "vendor_key"]
@@ -292,7 +292,7 @@ class Sender:
         return await self._deliver(entry, connection, driver, chunks)
 
     def _read(
-        self, conn: sqlite3.Connection, request_id: str, connection_id: str
+        self, conn: Connection, request_id: str, connection_id: str
     ) -> tuple[LedgerEntry | None, ConnectionRecord | None]:
         """A send's ledger entry and its connection, in one trip to the database thread."""
         entry = self.store.ledger.get(conn, request_id)

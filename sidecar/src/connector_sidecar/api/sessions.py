@@ -36,6 +36,12 @@ async def start_session(request: Request) -> Response:
         raise field_problem(exc.path, exc.message) from None
 
     def work(conn: Any) -> tuple[SessionRecord, bool]:
+        # Created if new (rolled back below on a conflict), then locked: concurrent starts for
+        # one connection, on any replica, take turns here and the later ones find the session.
+        svc.store.connections.ensure(
+            conn, connection_id=body.connection_id, channel_id=body.channel_id, kind=body.kind
+        )
+        svc.store.connections.lock(conn, body.connection_id)
         existing = svc.store.sessions.active_for(conn, body.connection_id)
         if existing is not None:
             if existing.kind != body.kind:
@@ -52,9 +58,6 @@ async def start_session(request: Request) -> Response:
                 "connection_kind_conflict",
                 f"connection {body.connection_id!r} is a {connection.kind!r} connection",
             )
-        svc.store.connections.ensure(
-            conn, connection_id=body.connection_id, channel_id=body.channel_id, kind=body.kind
-        )
         session = SessionRecord(
             session_id=new_session_id(),
             kind=body.kind,

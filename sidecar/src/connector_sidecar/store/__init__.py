@@ -1,10 +1,11 @@
-"""The embedded SQLite store and the queries on each of its tables."""
+"""The store: one database interface (SQLite or PostgreSQL) and the queries on each table."""
 
 from __future__ import annotations
 
 from connector_sidecar._clock import Clock
 from connector_sidecar.store.connections import ConnectionRecord, Connections
-from connector_sidecar.store.db import Database, DatabaseLockedError
+from connector_sidecar.store.db import Database, database_for
+from connector_sidecar.store.errors import DatabaseLockedError, SchemaTooNewError, StoreError
 from connector_sidecar.store.ledger import LedgerEntry, SendLedger
 from connector_sidecar.store.outbox import (
     EnqueueResult,
@@ -14,6 +15,7 @@ from connector_sidecar.store.outbox import (
     event_id_for,
 )
 from connector_sidecar.store.sessions import SessionRecord, Sessions, new_session_id
+from connector_sidecar.store.sqlite import SqliteDatabase
 from connector_sidecar.store.state import ConnectionState
 
 __all__ = [
@@ -27,10 +29,14 @@ __all__ = [
     "LedgerEntry",
     "Outbox",
     "OutboxRow",
+    "SchemaTooNewError",
     "SendLedger",
     "SessionRecord",
     "Sessions",
+    "SqliteDatabase",
     "Store",
+    "StoreError",
+    "database_for",
     "event_id_for",
     "new_session_id",
 ]

@@ -7,11 +7,12 @@ objects, stored as text.
 from __future__ import annotations
 
 import dataclasses
-import sqlite3
 from collections.abc import Collection
 from typing import TYPE_CHECKING, Any, TypeVar
 
 import msgspec
+
+from connector_sidecar.store._sql import Connection
 
 if TYPE_CHECKING:
     from _typeshed import DataclassInstance
@@ -24,7 +25,7 @@ _json = msgspec.json.Encoder()
 _dict = msgspec.json.Decoder(dict[str, Any])
 
 
-def record_from_row(record: type[R], row: sqlite3.Row, json_fields: Collection[str]) -> R:
+def record_from_row(record: type[R], row: Any, json_fields: Collection[str]) -> R:
     """The ``record`` of a ``SELECT *`` row; a NULL or empty JSON column becomes ``{}``."""
     values = dict(row)
     for name in json_fields:
@@ -33,7 +34,7 @@ def record_from_row(record: type[R], row: sqlite3.Row, json_fields: Collection[s
 
 
 def update_row(
-    conn: sqlite3.Connection,
+    conn: Connection,
     *,
     table: str,
     key: tuple[str, str],

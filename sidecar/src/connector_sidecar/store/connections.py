@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import dataclasses
-import sqlite3
 from typing import Any
 
 from connector_sidecar._clock import Clock, now_ms
 from connector_sidecar.store._rows import record_from_row, update_row
+from connector_sidecar.store._sql import Connection
 
 __all__ = ["ConnectionRecord", "Connections"]
 
@@ -29,6 +29,8 @@ class ConnectionRecord:
     last_outbound_at: int | None = None
     created_at: int = 0
     updated_at: int = 0
+    lease_owner: str | None = None  # the replica running the inbound loop
+    lease_until: int | None = None
 
     @property
     def is_live(self) -> bool:
@@ -36,7 +38,7 @@ class ConnectionRecord:
         return self.status in ("connected", "reconnecting")
 
 
-def _row(row: sqlite3.Row) -> ConnectionRecord:
+def _row(row: Any) -> ConnectionRecord:
     return record_from_row(ConnectionRecord, row, _JSON_FIELDS)
 
 
@@ -46,20 +48,20 @@ class Connections:
     def __init__(self, clock: Clock) -> None:
         self.clock = clock
 
-    def get(self, conn: sqlite3.Connection, connection_id: str) -> ConnectionRecord | None:
+    def get(self, conn: Connection, connection_id: str) -> ConnectionRecord | None:
         row = conn.execute(
             "SELECT * FROM connections WHERE connection_id = ?", (connection_id,)
         ).fetchone()
         return _row(row) if row else None
 
-    def all(self, conn: sqlite3.Connection) -> list[ConnectionRecord]:
+    def all(self, conn: Connection) -> list[ConnectionRecord]:
         return [
             _row(r)
             for r in conn.execute("SELECT * FROM connections ORDER BY created_at, connection_id")
         ]
 
     def ensure(
-        self, conn: sqlite3.Connection, *, connection_id: str, channel_id: str, kind: str
+        self, conn: Connection, *, connection_id: str, channel_id: str, kind: str
     ) -> ConnectionRecord:
         """The connection, created in status ``pairing`` if it does not exist yet."""
         now = now_ms(self.clock)
@@ -72,9 +74,15 @@ class Connections:
         assert record is not None
         return record
 
-    def update(
-        self, conn: sqlite3.Connection, connection_id: str, **changes: Any
-    ) -> ConnectionRecord:
+    def lock(self, conn: Connection, connection_id: str) -> None:
+        """Hold the connection's row until the transaction ends: the per-connection turn that
+        PostgreSQL transactions take (SQLite's write transactions already take turns)."""
+        conn.execute(
+            "SELECT connection_id FROM connections WHERE connection_id = ? FOR UPDATE",
+            (connection_id,),
+        ).fetchall()
+
+    def update(self, conn: Connection, connection_id: str, **changes: Any) -> ConnectionRecord:
         return update_row(
             conn,
             table="connections",

@@ -11,18 +11,34 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
-import sqlite3
+import threading
+import time
+from typing import Any
 
 import msgspec
 
 from connector_contracts import SendRequest
 from connector_sidecar._clock import Clock, now_ms
+from connector_sidecar.store._sql import Connection
 
 __all__ = ["LedgerEntry", "SendLedger", "fingerprint_of"]
 
 _encoder = msgspec.json.Encoder()
 _request_decoder = msgspec.json.Decoder(SendRequest)
 _ids_decoder = msgspec.json.Decoder(list[str])
+
+
+_last_seq = 0
+_seq_lock = threading.Lock()
+
+
+def _next_seq() -> int:
+    """Increasing within this process, roughly in time order across replicas: the ledger's
+    insertion order (``seq``), for deferred sends flushed in the order they came."""
+    global _last_seq
+    with _seq_lock:
+        _last_seq = max(time.time_ns(), _last_seq + 1)
+        return _last_seq
 
 
 def fingerprint_of(request: SendRequest) -> str:
@@ -50,7 +66,7 @@ class LedgerEntry:
     updated_at: int
 
 
-def _row(row: sqlite3.Row) -> LedgerEntry:
+def _row(row: Any) -> LedgerEntry:
     return LedgerEntry(
         request_id=row["request_id"],
         connection_id=row["connection_id"],
@@ -72,19 +88,17 @@ class SendLedger:
     def __init__(self, clock: Clock) -> None:
         self.clock = clock
 
-    def get(self, conn: sqlite3.Connection, request_id: str) -> LedgerEntry | None:
+    def get(self, conn: Connection, request_id: str) -> LedgerEntry | None:
         row = conn.execute(
             "SELECT * FROM send_ledger WHERE request_id = ?", (request_id,)
         ).fetchone()
         return _row(row) if row else None
 
-    def create(
-        self, conn: sqlite3.Connection, request: SendRequest, chunk_count: int
-    ) -> LedgerEntry:
+    def create(self, conn: Connection, request: SendRequest, chunk_count: int) -> LedgerEntry:
         now = now_ms(self.clock)
         conn.execute(
             "INSERT INTO send_ledger (request_id, connection_id, peer_id, fingerprint, request, status,"
-            " chunk_count, created_at, updated_at) VALUES (?, ?, ?, ?, ?, 'pending', ?, ?, ?)",
+            " chunk_count, created_at, updated_at, seq) VALUES (?, ?, ?, ?, ?, 'pending', ?, ?, ?, ?)",
             (
                 request.request_id,
                 request.connection_id,
@@ -94,6 +108,7 @@ class SendLedger:
                 chunk_count,
                 now,
                 now,
+                _next_seq(),
             ),
         )
         entry = self.get(conn, request.request_id)
@@ -101,7 +116,7 @@ class SendLedger:
         return entry
 
     def record_chunk(
-        self, conn: sqlite3.Connection, request_id: str, index: int, provider_id: str
+        self, conn: Connection, request_id: str, index: int, provider_id: str
     ) -> LedgerEntry:
         entry = self.get(conn, request_id)
         if entry is None:
@@ -122,7 +137,7 @@ class SendLedger:
 
     def set_status(
         self,
-        conn: sqlite3.Connection,
+        conn: Connection,
         request_id: str,
         status: str,
         *,
@@ -140,17 +155,15 @@ class SendLedger:
             raise KeyError(request_id)
         return entry
 
-    def deferred_for(
-        self, conn: sqlite3.Connection, connection_id: str, peer_id: str
-    ) -> list[LedgerEntry]:
+    def deferred_for(self, conn: Connection, connection_id: str, peer_id: str) -> list[LedgerEntry]:
         rows = conn.execute(
             "SELECT * FROM send_ledger WHERE connection_id = ? AND peer_id = ? AND status = 'deferred'"
-            " ORDER BY created_at, rowid",
+            " ORDER BY created_at, seq",
             (connection_id, peer_id),
         )
         return [_row(r) for r in rows]
 
-    def expire_deferred(self, conn: sqlite3.Connection, older_than_ms: int) -> int:
+    def expire_deferred(self, conn: Connection, older_than_ms: int) -> int:
         cursor = conn.execute(
             "UPDATE send_ledger SET status = 'expired', error_code = 'deferred_expired',"
             " error_detail = 'the peer did not write again within 24 h', updated_at = ?"
@@ -159,14 +172,14 @@ class SendLedger:
         )
         return cursor.rowcount
 
-    def purge(self, conn: sqlite3.Connection, older_than_ms: int, *, limit: int = 500) -> int:
+    def purge(self, conn: Connection, older_than_ms: int, *, limit: int = 500) -> int:
         """Delete entries not touched since ``older_than_ms`` (at least 24 h ago), ``limit`` at most.
 
         Final entries, and ``pending`` ones a host abandoned after a 503 (a send in progress
         touches its entry with every chunk). ``deferred`` entries expire first.
         """
         cursor = conn.execute(
-            "DELETE FROM send_ledger WHERE rowid IN (SELECT rowid FROM send_ledger"
+            "DELETE FROM send_ledger WHERE request_id IN (SELECT request_id FROM send_ledger"
             " WHERE status IN ('sent', 'failed', 'expired', 'pending') AND updated_at < ? LIMIT ?)",
             (older_than_ms, limit),
         )

@@ -1,11 +1,48 @@
-"""Numbered schema migrations, applied in order at start (``PRAGMA user_version`` is the number).
+"""Numbered schema migrations, the same for both backends, applied in order at start.
 
 Never edit a migration that has shipped: add the next one. Times are Unix milliseconds.
+
+Each migration is written once, in SQLite's terms; PostgreSQL gets the same script with its
+types (:func:`postgres_ddl`: ``INTEGER`` → ``BIGINT``, ``BLOB`` → ``BYTEA``, an autoincrement key
+→ ``BIGSERIAL``), or a text of its own where the two must differ. SQLite keeps the number in
+``PRAGMA user_version``; PostgreSQL in the ``schema_version`` table, and applies them under an
+advisory lock so that replicas starting together do not race.
 """
 
 from __future__ import annotations
 
-__all__ = ["MIGRATIONS"]
+import dataclasses
+import re
+
+__all__ = ["MIGRATIONS", "Migration", "postgres_ddl"]
+
+_TYPES = (
+    (re.compile(r"\bINTEGER PRIMARY KEY AUTOINCREMENT\b"), "BIGSERIAL PRIMARY KEY"),
+    (re.compile(r"\bINTEGER\b"), "BIGINT"),
+    (re.compile(r"\bBLOB\b"), "BYTEA"),
+)
+
+
+def postgres_ddl(script: str) -> str:
+    """A SQLite migration script with PostgreSQL's column types."""
+    for pattern, replacement in _TYPES:
+        script = pattern.sub(replacement, script)
+    return script
+
+
+@dataclasses.dataclass(frozen=True)
+class Migration:
+    number: int
+    sqlite: str
+    postgres: str | None = None  # None: ``postgres_ddl(sqlite)``
+
+    def statements(self, dialect: str) -> list[str]:
+        if dialect == "sqlite":
+            script = self.sqlite
+        else:
+            script = self.postgres if self.postgres is not None else postgres_ddl(self.sqlite)
+        return [s.strip() for s in script.split(";\n") if s.strip()]
+
 
 _0001_initial = """
 CREATE TABLE connections (
@@ -114,4 +151,34 @@ CREATE INDEX outbox_pending_lane ON outbox (lane, seq) WHERE status = 'pending';
 DROP INDEX outbox_lane
 """
 
-MIGRATIONS: tuple[str, ...] = (_0001_initial, _0002_outbox_failures_queued_at)
+# Several replicas on one database. A connection's inbound loop runs under a lease
+# (``lease_owner`` until ``lease_until``); an outbox event in flight is claimed by one replica
+# (``claimed_by`` until ``claim_until``), which is the lane's lock; a send in progress is owned by
+# one replica (``owner`` until ``owner_until``); ``replicas`` lists the live ones by heartbeat.
+# ``seq`` orders the ledger as ``rowid`` did, which PostgreSQL does not have.
+_0003_replicas = """
+ALTER TABLE connections ADD COLUMN lease_owner TEXT;
+ALTER TABLE connections ADD COLUMN lease_until INTEGER;
+ALTER TABLE sessions ADD COLUMN replica TEXT;
+ALTER TABLE outbox ADD COLUMN claimed_by TEXT;
+ALTER TABLE outbox ADD COLUMN claim_until INTEGER;
+ALTER TABLE send_ledger ADD COLUMN seq INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE send_ledger ADD COLUMN owner TEXT;
+ALTER TABLE send_ledger ADD COLUMN owner_until INTEGER;
+CREATE TABLE replicas (
+    replica_id TEXT PRIMARY KEY,
+    started_at INTEGER NOT NULL,
+    seen_at    INTEGER NOT NULL
+);
+CREATE INDEX connections_by_lease ON connections (lease_owner)
+"""
+
+MIGRATIONS: tuple[Migration, ...] = (
+    Migration(1, _0001_initial),
+    Migration(2, _0002_outbox_failures_queued_at),
+    Migration(
+        3,
+        _0003_replicas + ";\nUPDATE send_ledger SET seq = rowid",
+        postgres_ddl(_0003_replicas),
+    ),
+)

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
-import sqlite3
 from collections.abc import Sequence
 from typing import Any
 
@@ -26,6 +25,7 @@ import msgspec
 
 from connector_contracts import BridgeEvent, format_timestamp
 from connector_sidecar._clock import Clock, now_ms
+from connector_sidecar.store._sql import Connection
 from connector_sidecar.store.connections import ConnectionRecord
 
 __all__ = [
@@ -125,7 +125,7 @@ class PurgeBatch:
     last_seq: int | None
 
 
-def _row(row: sqlite3.Row) -> OutboxRow:
+def _row(row: Any) -> OutboxRow:
     return OutboxRow(
         seq=row["seq"],
         event_id=row["event_id"],
@@ -152,7 +152,7 @@ class Outbox:
 
     def enqueue(
         self,
-        conn: sqlite3.Connection,
+        conn: Connection,
         connection: ConnectionRecord,
         messages: Sequence[InboundMessage],
     ) -> list[EnqueueResult]:
@@ -200,13 +200,13 @@ class Outbox:
             )
         return results
 
-    def get(self, conn: sqlite3.Connection, event_id: str) -> OutboxRow | None:
+    def get(self, conn: Connection, event_id: str) -> OutboxRow | None:
         row = conn.execute("SELECT * FROM outbox WHERE event_id = ?", (event_id,)).fetchone()
         return _row(row) if row else None
 
     def page(
         self,
-        conn: sqlite3.Connection,
+        conn: Connection,
         *,
         status: str | None,
         connection_id: str | None,
@@ -234,7 +234,7 @@ class Outbox:
 
     # -- the delivery worker ----------------------------------------------------------------------
 
-    def pending_since(self, conn: sqlite3.Connection, after_seq: int) -> list[LaneHead]:
+    def pending_since(self, conn: Connection, after_seq: int) -> list[LaneHead]:
         """Pending events with ``seq > after_seq``, oldest first (new arrivals since a look)."""
         rows = conn.execute(
             "SELECT lane, seq, next_attempt_at FROM outbox"
@@ -243,20 +243,21 @@ class Outbox:
         )
         return [LaneHead(r[0], r[1], r[2]) for r in rows]
 
-    def lane_heads(self, conn: sqlite3.Connection) -> tuple[list[LaneHead], int]:
+    def lane_heads(self, conn: Connection) -> tuple[list[LaneHead], int]:
         """The head of every lane with pending events, and the highest ``seq`` in the table.
 
         One pass over the pending events: run at start and after a replay, not per event.
         """
-        # SQLite returns the bare columns of the row that holds MIN(seq) in each group.
         rows = conn.execute(
-            "SELECT lane, MIN(seq), next_attempt_at FROM outbox WHERE status = 'pending' GROUP BY lane"
+            "SELECT o.lane, o.seq, o.next_attempt_at FROM outbox o JOIN"
+            " (SELECT MIN(seq) AS seq FROM outbox WHERE status = 'pending' GROUP BY lane) h"
+            " ON o.seq = h.seq"
         )
         heads = sorted((LaneHead(r[0], r[1], r[2]) for r in rows), key=lambda h: h.seq)
         top = conn.execute("SELECT MAX(seq) FROM outbox").fetchone()[0]
         return heads, int(top or 0)
 
-    def first_pending(self, conn: sqlite3.Connection, lane: str, from_seq: int) -> OutboxRow | None:
+    def first_pending(self, conn: Connection, lane: str, from_seq: int) -> OutboxRow | None:
         """The pending event of ``lane`` with the lowest ``seq >= from_seq``."""
         row = conn.execute(
             "SELECT * FROM outbox WHERE lane = ? AND seq >= ? AND status = 'pending'"
@@ -267,7 +268,7 @@ class Outbox:
 
     def claim(
         self,
-        conn: sqlite3.Connection,
+        conn: Connection,
         lane: str,
         from_seq: int,
         *,
@@ -306,7 +307,7 @@ class Outbox:
 
     def finish(
         self,
-        conn: sqlite3.Connection,
+        conn: Connection,
         row: OutboxRow,
         *,
         status: str,
@@ -357,7 +358,7 @@ class Outbox:
 
     # -- replay and retention ---------------------------------------------------------------------
 
-    def replay_one(self, conn: sqlite3.Connection, event_id: str) -> tuple[str, OutboxRow] | None:
+    def replay_one(self, conn: Connection, event_id: str) -> tuple[str, OutboxRow] | None:
         """Re-queue one dead or delivered event; returns its status before and the row now.
 
         A pending event is left alone (its status before is ``pending``). The event keeps its
@@ -375,9 +376,7 @@ class Outbox:
         assert after is not None
         return row.status, after
 
-    def replay_many(
-        self, conn: sqlite3.Connection, *, status: str, connection_id: str | None
-    ) -> int:
+    def replay_many(self, conn: Connection, *, status: str, connection_id: str | None) -> int:
         """Re-queue every ``status`` (dead or delivered) event, of one connection or all."""
         if status not in ("dead", "delivered"):
             raise ValueError(f"only dead or delivered events can be replayed, not {status!r}")
@@ -392,7 +391,7 @@ class Outbox:
         return cursor.rowcount
 
     def purge_delivered(
-        self, conn: sqlite3.Connection, *, before: int, after_seq: int, limit: int
+        self, conn: Connection, *, before: int, after_seq: int, limit: int
     ) -> PurgeBatch:
         """Delete delivered events older than ``before`` among the next ``limit`` by ``seq``.
 
@@ -410,9 +409,7 @@ class Outbox:
             deleted=len(old), scanned=len(rows), last_seq=rows[-1][0] if rows else None
         )
 
-    def status_counts(
-        self, conn: sqlite3.Connection, connection_id: str | None = None
-    ) -> dict[str, int]:
+    def status_counts(self, conn: Connection, connection_id: str | None = None) -> dict[str, int]:
         """How many events are pending, delivered and dead (of one connection, or all)."""
         counts = dict.fromkeys(("pending", "delivered", "dead"), 0)
         if connection_id is None:
@@ -426,7 +423,7 @@ class Outbox:
         return counts
 
     def delivery_counts(
-        self, conn: sqlite3.Connection, connection_id: str | None = None
+        self, conn: Connection, connection_id: str | None = None
     ) -> dict[str, tuple[int, int]]:
         """(pending, dead) per connection (or of one), reading only pending and dead index entries."""
         counts: dict[str, tuple[int, int]] = {}

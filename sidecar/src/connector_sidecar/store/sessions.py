@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import dataclasses
 import secrets
-import sqlite3
 from typing import Any
 
 import msgspec
@@ -13,6 +12,7 @@ from connector_contracts import TERMINAL_SESSION_STATUSES
 from connector_sidecar._clock import Clock, now_ms
 from connector_sidecar._secret import without_secrets
 from connector_sidecar.store._rows import record_from_row, update_row
+from connector_sidecar.store._sql import Connection
 
 __all__ = ["SessionRecord", "Sessions", "new_session_id"]
 
@@ -44,13 +44,14 @@ class SessionRecord:
     expires_at: int | None = None
     created_at: int = 0
     updated_at: int = 0
+    replica: str | None = None  # the replica running the pairing
 
     @property
     def is_terminal(self) -> bool:
         return self.status in TERMINAL_SESSION_STATUSES
 
 
-def _row(row: sqlite3.Row) -> SessionRecord:
+def _row(row: Any) -> SessionRecord:
     return record_from_row(SessionRecord, row, _JSON_FIELDS)
 
 
@@ -58,11 +59,11 @@ class Sessions:
     def __init__(self, clock: Clock) -> None:
         self.clock = clock
 
-    def get(self, conn: sqlite3.Connection, session_id: str) -> SessionRecord | None:
+    def get(self, conn: Connection, session_id: str) -> SessionRecord | None:
         row = conn.execute("SELECT * FROM sessions WHERE session_id = ?", (session_id,)).fetchone()
         return _row(row) if row else None
 
-    def active_for(self, conn: sqlite3.Connection, connection_id: str) -> SessionRecord | None:
+    def active_for(self, conn: Connection, connection_id: str) -> SessionRecord | None:
         """The newest non-terminal session of a connection, if any."""
         placeholders = ",".join("?" * len(TERMINAL_SESSION_STATUSES))
         row = conn.execute(
@@ -72,7 +73,7 @@ class Sessions:
         ).fetchone()
         return _row(row) if row else None
 
-    def non_terminal(self, conn: sqlite3.Connection) -> list[SessionRecord]:
+    def non_terminal(self, conn: Connection) -> list[SessionRecord]:
         placeholders = ",".join("?" * len(TERMINAL_SESSION_STATUSES))
         rows = conn.execute(
             f"SELECT * FROM sessions WHERE status NOT IN ({placeholders}) ORDER BY created_at",  # noqa: S608
@@ -80,7 +81,7 @@ class Sessions:
         )
         return [_row(r) for r in rows]
 
-    def insert(self, conn: sqlite3.Connection, record: SessionRecord) -> SessionRecord:
+    def insert(self, conn: Connection, record: SessionRecord) -> SessionRecord:
         now = now_ms(self.clock)
         record = dataclasses.replace(record, created_at=now, updated_at=now)
         values = dataclasses.asdict(record)
@@ -93,7 +94,7 @@ class Sessions:
         )
         return record
 
-    def update(self, conn: sqlite3.Connection, session_id: str, **changes: Any) -> SessionRecord:
+    def update(self, conn: Connection, session_id: str, **changes: Any) -> SessionRecord:
         """Change a session. When it becomes terminal, what only a running pairing needed goes:
         the driver's state, the QR image, and secret-looking options (a Feishu appSecret): the
         login, if any, now lives on the connection."""
