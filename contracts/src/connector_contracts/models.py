@@ -164,6 +164,7 @@ class ConnectionView(Wire):
     dead_deliveries: int = 0
     created_at: str | None = None
     updated_at: str | None = None
+    replica: str | None = None  # the sidecar replica running its inbound loop (v1.1)
 
 
 class ConnectionList(Wire):

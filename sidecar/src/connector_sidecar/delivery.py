@@ -34,6 +34,16 @@ Attempts and answers
 Crash safety
     An event in flight when the process dies is still ``pending``: after a restart it is sent
     again with the next attempt number. The host dedupes on ``eventId``.
+
+Several replicas
+    Every replica runs a worker on the shared outbox. Claiming a head marks it ``claimed_by``
+    this replica (``Outbox.claim``), which is the lane's lock: a lane has at most one POST in
+    flight across all replicas, and its events still go strictly in order. The claim holds for
+    the bridge timeout plus a margin, or until the replica's heartbeat stops, so the event of
+    a replica killed mid-POST goes out again from another one, with the next attempt number.
+    Events committed by other replicas wake no one here: on a shared database the worker
+    looks for new events every :data:`SHARED_POLL_SECONDS` (real time), and rescans every
+    lane every tenth look.
 """
 
 from __future__ import annotations
@@ -55,10 +65,12 @@ from tenacity import RetryCallState, Retrying, wait_random_exponential
 from connector_contracts import encode
 from connector_sidecar._clock import Clock, Sleep, now_ms, system_clock
 from connector_sidecar.config import Settings
+from connector_sidecar.leases import wall_ms
 from connector_sidecar.signing import Signer
 from connector_sidecar.store import Store
 from connector_sidecar.store._sql import Connection
 from connector_sidecar.store.outbox import Claim, LaneHead, OutboxRow
+from connector_sidecar.store.replicas import Holder
 
 __all__ = [
     "Backoff",
@@ -80,6 +92,8 @@ CONFLICT_MIN_SECONDS: Final = 1.0
 MAX_ANSWER_BYTES: Final = 64 * 1024
 EXCERPT_CHARS: Final = 300
 CRASH_RETRY_MS: Final = 5000  # after an unexpected error in the worker itself
+SHARED_POLL_SECONDS: Final = 1.0  # on a shared database: how often to look for others' events
+CLAIM_MARGIN_SECONDS: Final = 30.0  # a claim outlives its POST's timeout by this much
 
 Action = Literal["delivered", "retry", "conflict", "paused", "dead"]
 
@@ -318,6 +332,9 @@ class DeliveryWorker:
         self._paused: str | None = None
         self._paused_at = 0
         self._probe_at = 0
+        self._shared = not store.db.exclusive
+        self._poll_at = 0.0
+        self._polls = 0
 
     # -- public -----------------------------------------------------------------------------------
 
@@ -439,6 +456,7 @@ class DeliveryWorker:
         while True:
             self._wake.clear()
             self.stats.wakeups += 1
+            self._poll_shared()
             try:
                 claimed = await self._step()
             except asyncio.CancelledError:
@@ -479,6 +497,28 @@ class DeliveryWorker:
             self._probe_at = now  # that lane had nothing left: probe with another one now
         return True
 
+    def _poll_shared(self) -> None:
+        """On a shared database, look for events other replicas committed, now and then."""
+        if not self._shared:
+            return
+        now = asyncio.get_running_loop().time()
+        if now >= self._poll_at:
+            self._poll_at = now + SHARED_POLL_SECONDS
+            self._polls += 1
+            self._scan_new = True
+            if self._polls % 10 == 0:
+                self._scan_all = True
+
+    def _holder(self) -> Holder:
+        wall = wall_ms()
+        claim_ms = int((self.settings.bridge_timeout_seconds + CLAIM_MARGIN_SECONDS) * 1000)
+        return Holder(
+            self.settings.replica_id,
+            wall,
+            wall + claim_ms,
+            wall - int(self.settings.lease_seconds * 1000),
+        )
+
     def _claim_all(
         self,
         conn: Connection,
@@ -487,8 +527,11 @@ class DeliveryWorker:
         max_age_ms: int | None,
         force: bool,
     ) -> list[Claim]:
+        holder = self._holder()
         return [
-            self.store.outbox.claim(conn, lane, seq, now=now, max_age_ms=max_age_ms, force=force)
+            self.store.outbox.claim(
+                conn, lane, seq, now=now, max_age_ms=max_age_ms, force=force, holder=holder
+            )
             for lane, seq in picks
         ]
 
@@ -607,15 +650,16 @@ class DeliveryWorker:
     async def _wait(self, delay: float | None) -> None:
         if self._wake.is_set():
             return
-        if delay is None:
-            await self._wake.wait()
-            return
-        sleeper = asyncio.ensure_future(self._sleep(delay))
-        waiter = asyncio.ensure_future(self._wake.wait())
+        tasks: set[asyncio.Future[Any]] = {asyncio.ensure_future(self._wake.wait())}
+        if delay is not None:
+            tasks.add(asyncio.ensure_future(self._sleep(delay)))
+        if self._shared:  # in real time, whatever clock the schedule runs on
+            left = self._poll_at - asyncio.get_running_loop().time()
+            tasks.add(asyncio.ensure_future(asyncio.sleep(max(0.0, left))))
         try:
-            await asyncio.wait({sleeper, waiter}, return_when=asyncio.FIRST_COMPLETED)
+            await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
         finally:
-            for task in (sleeper, waiter):
+            for task in tasks:
                 task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await task
@@ -718,6 +762,7 @@ class DeliveryWorker:
                     result.set_result(head)
 
     def _finish_all(self, conn: Connection, answers: list[_Answer]) -> list[LaneHead | None]:
+        holder = self._holder()
         return [
             self.store.outbox.finish(
                 conn,
@@ -727,6 +772,7 @@ class DeliveryWorker:
                 error=a.error,
                 next_attempt_at=a.next_attempt_at,
                 failed=a.failed,
+                holder=holder,
             )
             for a in answers
         ]

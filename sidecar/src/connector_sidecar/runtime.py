@@ -19,6 +19,7 @@ from connector_sidecar._clock import Clock
 from connector_sidecar._secret import without_secrets
 from connector_sidecar.config import Settings
 from connector_sidecar.drivers.base import Driver, SessionClosedError
+from connector_sidecar.leases import LeaseKeeper
 from connector_sidecar.store import (
     ConnectionRecord,
     EnqueueResult,
@@ -127,6 +128,8 @@ class Runtime:
         self._inbound_listeners: list[InboundListener] = []
         self._background: set[asyncio.Task[Any]] = set()
         self._stopping = False
+        self._ingesting: dict[str, set[asyncio.Future[Any]]] = {}
+        self.leases = LeaseKeeper(self)
 
     # -- wiring -----------------------------------------------------------------------------------
 
@@ -156,19 +159,15 @@ class Runtime:
     # -- lifecycle --------------------------------------------------------------------------------
 
     async def start(self) -> None:
-        connections = await self.store.db.run(self.store.connections.all)
-        for connection in connections:
-            if connection.is_live and connection.kind in self.drivers:
-                self.start_connection(connection)
+        """Take this replica's share of the live connections and adopt orphaned pairings."""
         for session in await self.store.db.run(self.store.sessions.non_terminal):
-            if session.kind in self.drivers:
-                self.start_session_task(session)
-            else:
+            if session.kind not in self.drivers:
                 await self.ctx.update_session(
                     session.session_id,
                     status="error",
                     error=f"connector {session.kind!r} is not enabled",
                 )
+        await self.leases.start()
 
     async def stop(self) -> None:
         self._stopping = True
@@ -180,6 +179,7 @@ class Runtime:
                 await task
         self._connection_tasks.clear()
         self._session_tasks.clear()
+        await self.leases.stop()
         for driver in self.drivers.values():
             with contextlib.suppress(Exception):
                 await driver.aclose()
@@ -202,10 +202,22 @@ class Runtime:
         return task
 
     async def stop_connection(self, connection_id: str) -> None:
+        """Stop the inbound loop, and wait for the ingest it had handed to the store: on
+        PostgreSQL that transaction runs beside the caller's next one, not before it."""
         task = self.stop_connection_nowait(connection_id)
         if task is not None and task is not asyncio.current_task():
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await task
+        pending = self._ingesting.pop(connection_id, set())
+        await asyncio.gather(*pending, return_exceptions=True)
+
+    def running_connections(self) -> set[str]:
+        return {c for c, task in self._connection_tasks.items() if not task.done()}
+
+    async def start_connection_by_id(self, connection_id: str) -> None:
+        connection = await self.ctx.get_connection(connection_id)
+        if connection is not None and connection.is_live and connection.kind in self.drivers:
+            self.start_connection(connection)
 
     def connection_running(self, connection_id: str) -> bool:
         task = self._connection_tasks.get(connection_id)
@@ -262,7 +274,11 @@ class Runtime:
                 self.store.state.set_many(conn, connection_id, state)
             return connection, results
 
-        connection, results = await self.store.db.transaction(work)
+        stored = asyncio.ensure_future(self.store.db.transaction(work))
+        pending = self._ingesting.setdefault(connection_id, set())
+        pending.add(stored)
+        stored.add_done_callback(pending.discard)
+        connection, results = await asyncio.shield(stored)
         if any(r.inserted for r in results):
             for listener in self._outbox_listeners:
                 listener()
@@ -275,6 +291,13 @@ class Runtime:
 
     def session_signal(self, session_id: str) -> asyncio.Event:
         return self._session_signals.setdefault(session_id, asyncio.Event())
+
+    async def resume_session(self, session_id: str) -> None:
+        """Continue a pairing this replica adopted (after a restart, or from a replica gone)."""
+        session = await self.ctx.get_session(session_id)
+        if session is not None and not session.is_terminal and session.kind in self.drivers:
+            log.info("continuing pairing session %s", session_id)
+            self.start_session_task(session)
 
     def start_session_task(self, session: SessionRecord) -> None:
         if self._stopping or session.session_id in self._session_tasks:
@@ -357,6 +380,9 @@ class Runtime:
             if repair:
                 # The new login replaces the old: vendor cursor and reply tokens belong to it.
                 self.store.state.reset(conn, session.connection_id)
+            self.store.replicas.grant(
+                conn, session.connection_id, self.settings.replica_id, until=self.leases.until()
+            )
             record = self.store.connections.update(
                 conn,
                 session.connection_id,

@@ -39,11 +39,13 @@ from connector_sidecar.drivers.base import (
     RejectedSendError,
     TransientSendError,
 )
+from connector_sidecar.leases import wall_ms
 from connector_sidecar.problems import ApiProblem
 from connector_sidecar.runtime import Runtime
 from connector_sidecar.store import ConnectionRecord, EnqueueResult, LedgerEntry
 from connector_sidecar.store._sql import Connection
 from connector_sidecar.store.ledger import fingerprint_of
+from connector_sidecar.store.replicas import Holder
 
 __all__ = ["MAX_DEFERRED_PER_PEER", "SendOutcome", "Sender", "chunks_for", "vendor_key"]
 
@@ -56,6 +58,7 @@ PURGE_BATCH_SIZE = 500
 PURGE_MAX_BATCHES = 2000  # a bound, not a plan: a million entries per housekeeping pass
 UNAVAILABLE_RETRY_AFTER = 10
 IN_PROGRESS_RETRY_AFTER = 2
+ELSEWHERE_POLL_SECONDS = 0.1  # how often a replica looks at a send another replica runs
 LONG_CONTENT = 20_000  # characters; shorter texts split in about a millisecond
 
 
@@ -284,12 +287,61 @@ class Sender:
                 "$.content: nothing to send",
                 request_id=request.request_id,
             )
-        if entry is None:
-            entry = await self.store.db.transaction(self.store.ledger.create, request, len(chunks))
-        elif entry.chunk_count != len(chunks):
+        started, owned = await self.store.db.transaction(
+            self.store.ledger.begin, request, len(chunks), self._holder()
+        )
+        if started.fingerprint != fingerprint:
+            raise _conflict(request.request_id)
+        if not owned:
+            return await self._await_elsewhere(started)
+        if started.chunk_count != len(chunks):
             # The driver's formatting changed between versions: keep the chunks already sent.
             log.warning("send %s: chunking changed since the first attempt", request.request_id)
-        return await self._deliver(entry, connection, driver, chunks)
+        try:
+            return await self._deliver(started, connection, driver, chunks)
+        finally:
+            await self._release(request.request_id)
+
+    async def _release(self, request_id: str) -> None:
+        """Ended sends have no owner already; one cut short (a 503) is free for a retry on any
+        replica at once."""
+        await self.store.db.transaction(
+            self.store.ledger.release, request_id, self.settings.replica_id
+        )
+
+    def _holder(self) -> Holder:
+        wall = wall_ms()
+        lease_ms = int(self.settings.lease_seconds * 1000)
+        hold_ms = int((self.settings.send_retry_max_seconds + 60) * 1000)
+        return Holder(self.settings.replica_id, wall, wall + hold_ms, wall - lease_ms)
+
+    async def _await_elsewhere(self, entry: LedgerEntry) -> SendOutcome:
+        """The send runs in another replica: its stored result, if it comes in time."""
+        deadline = asyncio.get_running_loop().time() + self.settings.send_wait_seconds
+        while entry.status == "pending":
+            if asyncio.get_running_loop().time() >= deadline:
+                raise ApiProblem(
+                    409,
+                    "request_in_progress",
+                    "a send with this requestId is still in progress",
+                    headers={"Retry-After": str(IN_PROGRESS_RETRY_AFTER)},
+                    request_id=entry.request_id,
+                )
+            await asyncio.sleep(ELSEWHERE_POLL_SECONDS)
+            current = await self.store.db.run(self.store.ledger.get, entry.request_id)
+            if current is None:
+                raise AssertionError(f"the ledger entry of {entry.request_id!r} vanished")
+            entry = current
+            if entry.status == "pending" and entry.owner is None:
+                # Its replica let go (a 503, or it stopped): a retry here resumes it.
+                raise ApiProblem(
+                    409,
+                    "request_in_progress",
+                    "the send with this requestId was interrupted; retry to resume it",
+                    headers={"Retry-After": "1"},
+                    request_id=entry.request_id,
+                )
+        return self._final(entry, duplicate=True)
 
     def _read(
         self, conn: Connection, request_id: str, connection_id: str
@@ -509,6 +561,11 @@ class Sender:
             if driver is None:
                 break
             chunks = await _split_for(driver, entry.request)
+            owned = await self.store.db.transaction(
+                self.store.ledger.own, entry.request_id, self._holder(), "deferred"
+            )
+            if not owned:
+                continue  # another replica is flushing it
             try:
                 outcome = await self._deliver(entry, connection, driver, chunks)
             except ApiProblem as problem:
@@ -516,6 +573,8 @@ class Sender:
                 if problem.code != "provider_rejected":
                     break
                 continue
+            finally:
+                await self._release(entry.request_id)
             if outcome.result.status != "sent":
                 break
             sent += 1

@@ -43,6 +43,7 @@ def connection_view(
         dead_deliveries=counts[1],
         created_at=iso_ms(connection.created_at),
         updated_at=iso_ms(connection.updated_at),
+        replica=connection.lease_owner if connection.is_live else None,
     )
 
 

@@ -67,6 +67,7 @@ async def start_session(request: Request) -> Response:
             display_name=body.display_name or None,
             callback_base_url=body.callback_base_url or None,
             options=options,
+            replica=svc.settings.replica_id,
         )
         return svc.store.sessions.insert(conn, session), True
 

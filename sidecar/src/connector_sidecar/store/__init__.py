@@ -14,6 +14,7 @@ from connector_sidecar.store.outbox import (
     OutboxRow,
     event_id_for,
 )
+from connector_sidecar.store.replicas import Replicas
 from connector_sidecar.store.sessions import SessionRecord, Sessions, new_session_id
 from connector_sidecar.store.sqlite import SqliteDatabase
 from connector_sidecar.store.state import ConnectionState
@@ -29,6 +30,7 @@ __all__ = [
     "LedgerEntry",
     "Outbox",
     "OutboxRow",
+    "Replicas",
     "SchemaTooNewError",
     "SendLedger",
     "SessionRecord",
@@ -53,3 +55,4 @@ class Store:
         self.outbox = Outbox(clock)
         self.ledger = SendLedger(clock)
         self.state = ConnectionState(clock)
+        self.replicas = Replicas()

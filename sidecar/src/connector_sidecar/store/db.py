@@ -25,6 +25,9 @@ T = TypeVar("T")
 
 class Database(Protocol):
     dialect: str  # "sqlite" or "postgres"
+    # Only this process can open it (SQLite's data-directory lock): after a start, whatever
+    # other replicas held is free at once instead of when their leases run out.
+    exclusive: bool
 
     @property
     def is_open(self) -> bool: ...

@@ -5,6 +5,12 @@ retry after a crash or a 503 resumes after the chunks already sent.
 
 Statuses: ``pending`` (started or interrupted; resumable), ``sent``, ``deferred`` (waiting for the
 peer to write again), ``failed`` (the vendor refused; final), ``expired`` (a deferred send dropped).
+
+The ledger is also the lock for ``/send`` across replicas: a send runs in the replica that
+``owner``s its entry, until ``owner_until`` or until that replica's heartbeat stops. The same
+requestId arriving at another replica meanwhile waits for the stored result or is told the send
+is in progress; after the owner dies, a retry anywhere takes the entry over and resumes after
+the chunks already recorded. An ended send (or one interrupted by a 503) has no owner.
 """
 
 from __future__ import annotations
@@ -20,6 +26,7 @@ import msgspec
 from connector_contracts import SendRequest
 from connector_sidecar._clock import Clock, now_ms
 from connector_sidecar.store._sql import Connection
+from connector_sidecar.store.replicas import Holder
 
 __all__ = ["LedgerEntry", "SendLedger", "fingerprint_of"]
 
@@ -64,6 +71,7 @@ class LedgerEntry:
     error_detail: str | None
     created_at: int
     updated_at: int
+    owner: str | None = None  # the replica running it now, if any
 
 
 def _row(row: Any) -> LedgerEntry:
@@ -81,6 +89,7 @@ def _row(row: Any) -> LedgerEntry:
         error_detail=row["error_detail"],
         created_at=row["created_at"],
         updated_at=row["updated_at"],
+        owner=row["owner"],
     )
 
 
@@ -115,8 +124,60 @@ class SendLedger:
         assert entry is not None
         return entry
 
+    def begin(
+        self, conn: Connection, request: SendRequest, chunk_count: int, holder: Holder
+    ) -> tuple[LedgerEntry, bool]:
+        """The entry of ``request`` (created if new), and whether ``holder`` now owns it.
+
+        Only a ``pending`` entry with the same fingerprint, owned by nobody live, is taken; the
+        caller reads the rest (a conflict, a final result, a send running elsewhere).
+        """
+        now = now_ms(self.clock)
+        cursor = conn.execute(
+            "INSERT INTO send_ledger (request_id, connection_id, peer_id, fingerprint, request,"
+            " status, chunk_count, created_at, updated_at, seq, owner, owner_until)"
+            " VALUES (?, ?, ?, ?, ?, 'pending', ?, ?, ?, ?, ?, ?) ON CONFLICT (request_id) DO NOTHING",
+            (
+                request.request_id,
+                request.connection_id,
+                request.target.peer_id,
+                fingerprint_of(request),
+                _encoder.encode(request),
+                chunk_count,
+                now,
+                now,
+                _next_seq(),
+                holder.replica_id,
+                holder.until,
+            ),
+        )
+        created = cursor.rowcount == 1
+        owned = created or self.own(conn, request.request_id, holder, "pending")
+        entry = self.get(conn, request.request_id)
+        assert entry is not None
+        return entry, owned and entry.fingerprint == fingerprint_of(request)
+
+    def own(self, conn: Connection, request_id: str, holder: Holder, status: str) -> bool:
+        """Take the entry if it has ``status`` and no live owner (or is ``holder``'s already)."""
+        cursor = conn.execute(
+            _OWN, (holder.replica_id, holder.until, request_id, status, *holder.free_params())
+        )
+        return cursor.rowcount == 1
+
+    def release(self, conn: Connection, request_id: str, replica_id: str) -> None:
+        conn.execute(
+            "UPDATE send_ledger SET owner = NULL, owner_until = NULL"
+            " WHERE request_id = ? AND owner = ?",
+            (request_id, replica_id),
+        )
+
     def record_chunk(
-        self, conn: Connection, request_id: str, index: int, provider_id: str
+        self,
+        conn: Connection,
+        request_id: str,
+        index: int,
+        provider_id: str,
+        owner_until: int | None = None,
     ) -> LedgerEntry:
         entry = self.get(conn, request_id)
         if entry is None:
@@ -126,8 +187,9 @@ class SendLedger:
         ids = [*entry.provider_ids, provider_id]
         now = now_ms(self.clock)
         conn.execute(
-            "UPDATE send_ledger SET provider_ids = ?, updated_at = ? WHERE request_id = ?",
-            (_encoder.encode(ids).decode(), now, request_id),
+            "UPDATE send_ledger SET provider_ids = ?, updated_at = ?,"
+            " owner_until = COALESCE(?, owner_until) WHERE request_id = ?",
+            (_encoder.encode(ids).decode(), now, owner_until, request_id),
         )
         conn.execute(
             "UPDATE connections SET last_outbound_at = ? WHERE connection_id = ?",
@@ -146,8 +208,8 @@ class SendLedger:
         error_detail: str | None = None,
     ) -> LedgerEntry:
         conn.execute(
-            "UPDATE send_ledger SET status = ?, http_status = ?, error_code = ?, error_detail = ?, updated_at = ?"
-            " WHERE request_id = ?",
+            "UPDATE send_ledger SET status = ?, http_status = ?, error_code = ?, error_detail = ?,"
+            " updated_at = ?, owner = NULL, owner_until = NULL WHERE request_id = ?",
             (status, http_status, error_code, error_detail, now_ms(self.clock), request_id),
         )
         entry = self.get(conn, request_id)
@@ -184,3 +246,10 @@ class SendLedger:
             (older_than_ms, limit),
         )
         return cursor.rowcount
+
+
+_OWN = (
+    "UPDATE send_ledger SET owner = ?, owner_until = ? WHERE request_id = ? AND status = ?"
+    " AND (owner IS NULL OR owner = ? OR owner_until <= ?"
+    " OR owner NOT IN (SELECT replica_id FROM replicas WHERE seen_at > ?))"
+)

@@ -27,8 +27,10 @@ from connector_contracts import BridgeEvent, format_timestamp
 from connector_sidecar._clock import Clock, now_ms
 from connector_sidecar.store._sql import Connection
 from connector_sidecar.store.connections import ConnectionRecord
+from connector_sidecar.store.replicas import Holder
 
 __all__ = [
+    "BUSY_RETRY_MS",
     "Claim",
     "EnqueueResult",
     "InboundMessage",
@@ -101,6 +103,9 @@ class LaneHead:
     lane: str
     seq: int
     next_attempt_at: int
+
+
+BUSY_RETRY_MS = 1000
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -275,23 +280,32 @@ class Outbox:
         now: int,
         max_age_ms: int | None,
         force: bool = False,
+        holder: Holder | None = None,
     ) -> Claim:
         """Claim the head of ``lane`` for one POST: count the attempt before it is made.
 
         ``from_seq`` must not exceed the lane's lowest pending ``seq``. Heads older than
         ``max_age_ms`` are dead-lettered first (``None``: no age limit now). ``force`` claims
         the head even when it is not due (the probe of a paused bridge).
+
+        The claim is also the lane's lock across replicas: the head is marked ``claimed_by``
+        the ``holder`` until its ``claim_until``. A head another live replica has claimed is
+        left alone (the answer is ``head``, due again after :data:`BUSY_RETRY_MS`); a claim
+        whose time ran out, or whose replica's heartbeat stopped, is taken over.
         """
+        holder = holder or Holder.local()
         expired: list[str] = []
         while True:
             row = self.first_pending(conn, lane, from_seq)
             if row is None:
                 return Claim(lane=lane, expired=tuple(expired))
             if max_age_ms is not None and now - row.queued_at >= max_age_ms:
-                conn.execute(
-                    "UPDATE outbox SET status = 'dead', last_error = ? WHERE seq = ?",
-                    (_expired_error(row, max_age_ms), row.seq),
+                cursor = conn.execute(
+                    _EXPIRE_HEAD,
+                    (_expired_error(row, max_age_ms), row.seq, *holder.free_params()),
                 )
+                if cursor.rowcount == 0:
+                    return self._busy(lane, row, now, expired)
                 expired.append(row.event_id)
                 from_seq = row.seq + 1
                 continue
@@ -301,9 +315,20 @@ class Outbox:
                     head=LaneHead(lane, row.seq, row.next_attempt_at),
                     expired=tuple(expired),
                 )
-            conn.execute("UPDATE outbox SET attempts = attempts + 1 WHERE seq = ?", (row.seq,))
+            cursor = conn.execute(
+                _CLAIM_HEAD,
+                (holder.replica_id, holder.until, row.seq, *holder.free_params()),
+            )
+            if cursor.rowcount == 0:
+                return self._busy(lane, row, now, expired)
             claimed = dataclasses.replace(row, attempts=row.attempts + 1)
             return Claim(lane=lane, row=claimed, expired=tuple(expired))
+
+    @staticmethod
+    def _busy(lane: str, row: OutboxRow, now: int, expired: list[str]) -> Claim:
+        """Another replica has the head in flight: look again a little later."""
+        head = LaneHead(lane, row.seq, max(row.next_attempt_at, now + BUSY_RETRY_MS))
+        return Claim(lane=lane, head=head, expired=tuple(expired))
 
     def finish(
         self,
@@ -315,37 +340,23 @@ class Outbox:
         error: str | None,
         next_attempt_at: int | None = None,
         failed: bool = False,
+        holder: Holder | None = None,
     ) -> LaneHead | None:
-        """Record the answer to one attempt; return the lane's head afterwards.
+        """Record the answer to one attempt and end its claim; return the lane's head afterwards.
 
         ``status`` ``delivered`` or ``dead`` ends the event; ``pending`` reschedules it at
         ``next_attempt_at`` (it stays the head of its lane), counting a failure when ``failed``.
+        An answer that comes after another replica took the claim over changes nothing.
         """
         now = now_ms(self.clock)
+        mine = (holder or Holder.local()).replica_id
         if status == "delivered":
-            conn.execute(
-                "UPDATE outbox SET status = 'delivered', delivered_at = ?, last_status_code = ?,"
-                " last_error = NULL WHERE seq = ? AND status = 'pending'",
-                (now, status_code, row.seq),
-            )
+            conn.execute(_FINISH_DELIVERED, (now, status_code, row.seq, mine))
         elif status == "dead":
-            conn.execute(
-                "UPDATE outbox SET status = 'dead', last_status_code = ?, last_error = ?"
-                " WHERE seq = ? AND status = 'pending'",
-                (status_code, error, row.seq),
-            )
+            conn.execute(_FINISH_DEAD, (status_code, error, row.seq, mine))
         elif status == "pending":
-            conn.execute(
-                "UPDATE outbox SET next_attempt_at = ?, last_status_code = ?, last_error = ?,"
-                " failures = failures + ? WHERE seq = ? AND status = 'pending'",
-                (
-                    next_attempt_at if next_attempt_at is not None else now,
-                    status_code,
-                    error,
-                    int(failed),
-                    row.seq,
-                ),
-            )
+            next_at = next_attempt_at if next_attempt_at is not None else now
+            conn.execute(_FINISH_PENDING, (next_at, status_code, error, int(failed), row.seq, mine))
         else:
             raise ValueError(f"unknown outbox status {status!r}")
         # The next head's schedule only: its payload is decoded when it is claimed.
@@ -442,7 +453,35 @@ class Outbox:
 
 _REQUEUE = (
     "UPDATE outbox SET status = 'pending', attempts = 0, failures = 0, next_attempt_at = ?,"
-    " queued_at = ?, delivered_at = NULL, last_status_code = NULL, last_error = NULL"
+    " queued_at = ?, delivered_at = NULL, last_status_code = NULL, last_error = NULL,"
+    " claimed_by = NULL, claim_until = NULL"
+)
+# The head is free to claim: nobody's, this holder's own, or its claim's time or replica gone.
+_UNCLAIMED = (
+    "(claimed_by IS NULL OR claimed_by = ? OR claim_until <= ?"
+    " OR claimed_by NOT IN (SELECT replica_id FROM replicas WHERE seen_at > ?))"
+)
+_EXPIRE_HEAD = (
+    "UPDATE outbox SET status = 'dead', last_error = ?, claimed_by = NULL, claim_until = NULL"  # noqa: S608 - constant clauses
+    " WHERE seq = ? AND " + _UNCLAIMED
+)
+# An answer ends the claim; one that comes after another replica took the claim over is dropped.
+_FINISH = (
+    ", claimed_by = NULL, claim_until = NULL"
+    " WHERE seq = ? AND status = 'pending' AND (claimed_by = ? OR claimed_by IS NULL)"
+)
+_FINISH_DELIVERED = (
+    "UPDATE outbox SET status = 'delivered', delivered_at = ?, last_status_code = ?,"  # noqa: S608 - constant clauses
+    " last_error = NULL" + _FINISH
+)
+_FINISH_DEAD = "UPDATE outbox SET status = 'dead', last_status_code = ?, last_error = ?" + _FINISH  # noqa: S608 - constant clauses
+_FINISH_PENDING = (
+    "UPDATE outbox SET next_attempt_at = ?, last_status_code = ?, last_error = ?,"  # noqa: S608 - constant clauses
+    " failures = failures + ?" + _FINISH
+)
+_CLAIM_HEAD = (
+    "UPDATE outbox SET attempts = attempts + 1, claimed_by = ?, claim_until = ?"  # noqa: S608 - constant clauses
+    " WHERE seq = ? AND status = 'pending' AND " + _UNCLAIMED
 )
 
 

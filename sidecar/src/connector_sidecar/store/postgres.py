@@ -87,6 +87,7 @@ class PostgresDatabase:
     """The database at ``url`` (``postgresql://…``), shared with other replicas."""
 
     dialect = "postgres"
+    exclusive = False
 
     def __init__(self, url: str, *, pool_size: int = POOL_SIZE) -> None:
         self.url = url

@@ -76,6 +76,7 @@ class SqliteDatabase:
     """The SQLite file at ``path``; see the module docstring for the threading and commits."""
 
     dialect = "sqlite"
+    exclusive = True
 
     def __init__(self, path: Path) -> None:
         self.path = path
