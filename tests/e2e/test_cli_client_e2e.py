@@ -4,6 +4,7 @@ commands with readable and ``--json`` output."""
 
 from __future__ import annotations
 
+import codecs
 import fcntl
 import json
 import os
@@ -51,6 +52,7 @@ class Terminal:
         os.close(slave)
         self.master = master
         self.output = ""
+        self._decoder = codecs.getincrementaldecoder("utf-8")()
 
     def _read(self, timeout: float) -> bool:
         ready, _, _ = select.select([self.master], [], [], timeout)
@@ -62,7 +64,8 @@ class Terminal:
             return False
         if not data:
             return False
-        self.output += data.decode("utf-8", "replace").replace("\r\n", "\n")
+        # Incremental: a read can end in the middle of a multi-byte character.
+        self.output += self._decoder.decode(data).replace("\r\n", "\n")
         return True
 
     def expect(self, pattern: re.Pattern[str], timeout: float = 30.0) -> re.Match[str]:

@@ -103,6 +103,7 @@ class Pairing:
         self.read_line = read_line
         self.color = out.isatty() and "NO_COLOR" not in os.environ
         self._shown: tuple[str, str | None] | None = None
+        self._codes_sent = 0
 
     def run(self) -> int:
         body: dict[str, Any] = {
@@ -169,6 +170,8 @@ class Pairing:
         self.out.flush()
 
     def _verify(self, session_id: str) -> dict[str, Any]:
+        if self._codes_sent:
+            print("The code was wrong, or the phone shows a new one.", file=self.err)
         try:
             code = self.read_line("Verify code shown on the phone: ").strip()
         except EOFError:
@@ -176,6 +179,7 @@ class Pairing:
             raise ClientError("a verify code is required but stdin is closed; cancelled") from None
         if not code:
             return dict(self.client.call("GET", f"/connector-sessions/{session_id}"))
+        self._codes_sent += 1
         try:
             return dict(
                 self.client.call(
