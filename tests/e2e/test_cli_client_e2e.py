@@ -160,17 +160,23 @@ def run_cli(sidecar: SidecarProcess, *args: str, env: dict[str, str] | None = No
 
 def test_list_replay_and_logout_commands(sidecar: SidecarProcess) -> None:
     """connections, deliveries --status dead, replay (one and --dead), logout; --json for scripts."""
+    paired = run_cli(
+        sidecar,
+        "pair",
+        "--kind",
+        "sim",
+        "--connection-id",
+        "conn_ops",
+        "--channel-id",
+        "sim-ops",
+        "--option",
+        "autoConfirm=true",  # JSON: the boolean true
+        "--json",
+    )
+    assert paired.returncode == 0, paired.stderr
+    [view] = [json.loads(line) for line in paired.stdout.splitlines()]
+    assert (view["connectionId"], view["status"]) == ("conn_ops", "connected")
     with sidecar.client() as client:
-        paired = client.post(
-            "/connector-sessions",
-            json={
-                "kind": "sim",
-                "connectionId": "conn_ops",
-                "channelId": "sim-ops",
-                "options": {"autoConfirm": True},
-            },
-        )
-        assert paired.json()["status"] == "connected"
         event_id = client.post(
             "/sim/connections/conn_ops/messages", json={"peerId": "p1", "content": "hi"}
         ).json()["eventId"]

@@ -69,16 +69,18 @@ class AccessLog:
             try:
                 await self.app(scope, receive, send_and_record)
             finally:
+                duration_ms = round((time.perf_counter() - started) * 1000, 2)
                 log.log(
                     logging.DEBUG if scope["path"] in QUIET_PATHS else logging.INFO,
-                    "%s %s %d",
+                    "%s %s %d in %.1f ms",
                     scope["method"],
                     template,
                     status,
+                    duration_ms,
                     extra={
                         "method": scope["method"],
                         "path": template,
                         "status": status,
-                        "duration_ms": round((time.perf_counter() - started) * 1000, 2),
+                        "duration_ms": duration_ms,
                     },
                 )
