@@ -12,6 +12,7 @@ from __future__ import annotations
 import http.server
 import json
 import os
+import re
 import shutil
 import threading
 from collections.abc import Iterator
@@ -128,6 +129,11 @@ def test_pair_see_connected_and_replay_a_dead_delivery(
         page.get_by_label("Connection ID").fill("conn_web")
         page.get_by_label("Channel ID").fill("sim-web")
         page.get_by_label("Display name").fill("Support desk")
+        page.get_by_label("Options (JSON, optional)").fill("{not json")
+        page.get_by_role("button", name="Start pairing").click()
+        expect(page.locator("#notice")).to_have_text(re.compile("Options must be a JSON object"))
+        expect(page.locator("#session")).to_be_hidden()
+        page.get_by_label("Options (JSON, optional)").fill('{"accountId": "sim-web-account"}')
         page.get_by_role("button", name="Start pairing").click()
         qr = page.locator("#session-qr")
         expect(qr).to_be_visible()
@@ -144,6 +150,8 @@ def test_pair_see_connected_and_replay_a_dead_delivery(
         expect(qr).to_be_hidden()
         row = page.locator("#connections tr[data-connection-id='conn_web']")
         expect(row).to_contain_text("connected")
+        with sidecar.client() as client:
+            assert client.get("/connections/conn_web").json()["accountId"] == "sim-web-account"
 
         with sidecar.client() as client:
             accepted = client.post(
@@ -159,6 +167,7 @@ def test_pair_see_connected_and_replay_a_dead_delivery(
         expect(row.locator("td").nth(5)).to_have_text("1")  # the connection's dead count
         # A second pairing under way, so the picture (README) shows a live QR code too.
         page.get_by_label("Connection ID").fill("conn_web2")
+        page.get_by_label("Options (JSON, optional)").fill("")
         page.get_by_role("button", name="Start pairing").click()
         expect(page.locator("#session-status")).to_have_text("qr_ready")
         expect(qr).to_be_visible()

@@ -110,6 +110,15 @@ async function startPairing(event) {
   };
   const displayName = $("pair-display").value.trim();
   if (displayName) body.displayName = displayName;
+  const options = $("pair-options").value.trim();
+  if (options) {
+    try {
+      body.options = JSON.parse(options);
+    } catch {
+      notice("Options must be a JSON object, such as {\"autoConfirm\": true}.", true);
+      return;
+    }
+  }
   try {
     showSession(await api("POST", "connector-sessions", body));
     notice(`Pairing ${body.connectionId}: scan the QR code.`);
