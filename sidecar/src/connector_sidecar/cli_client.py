@@ -103,6 +103,7 @@ class Pairing:
         self.read_line = read_line
         self.color = out.isatty() and "NO_COLOR" not in os.environ
         self._shown: tuple[str, str | None] | None = None
+        self._drawn: str | None = None  # the QR content last drawn
         self._codes_sent = 0
 
     def run(self) -> int:
@@ -141,24 +142,23 @@ class Pairing:
             return 130
 
     def _show(self, session: dict[str, Any]) -> None:
+        """Print what changed: a QR code not drawn yet (in place of the old one), the status."""
         status, content = session["status"], session.get("qrContent")
         if (status, content) == self._shown:
             return
-        redraw = self._shown is not None and content != self._shown[1]
         self._shown = (status, content)
         if self.args.json:
             print(json.dumps(session, ensure_ascii=False), file=self.out, flush=True)
             return
-        if redraw and self.color:
-            self.out.write("\x1b[H\x1b[2J")  # the QR was refreshed: draw it in place
-        if content and status in ("qr_ready", "scanned") and (redraw or status == "qr_ready"):
-            if redraw:
+        if content and content != self._drawn and status in ("qr_ready", "scanned"):
+            if self._drawn is not None:
+                if self.color:
+                    self.out.write("\x1b[H\x1b[2J")  # draw the new code in place of the old
                 print("The QR code was refreshed.", file=self.out)
+            self._drawn = content
             self.out.write("\n".join(qr_lines(content, color=self.color)) + "\n")
-        elif status == "qr_ready" and session.get("qrImage"):
-            print(
-                "The QR code is an image only: open the pairing console (/console).", file=self.out
-            )
+        elif status == "qr_ready" and not content and session.get("qrImage"):
+            print("The QR code is an image only: open the console (/console).", file=self.out)
         if status == "connected":
             account = session.get("displayName") or session.get("accountId") or ""
             print(
