@@ -10,7 +10,7 @@ UV := $(shell command -v uv 2>/dev/null || echo "$(PYTHON) -m uv")
 RUN := $(UV) run --all-packages --locked --no-sync
 PYTEST_ARGS ?=
 
-.PHONY: help install run run-sidecar test lint format typecheck ci bench clean
+.PHONY: help install browser run run-sidecar test lint format typecheck ci bench clean
 
 help: ## Show this list of targets
 	@grep -hE '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  \033[36m%-12s\033[0m %s\n", $$1, $$2}'
@@ -26,7 +26,12 @@ run: install ## Start the sidecar and the example echo host on 127.0.0.1 (Ctrl-C
 run-sidecar: install ## Start only the sidecar on 127.0.0.1:8787 with the sim connector
 	$(RUN) python -m examples.run_local --sidecar-only
 
-test: install ## Run the whole test suite
+browser: ## Install Debian's chromium for the console's browser test, when missing (needs root)
+	@command -v chromium >/dev/null 2>&1 || { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1 \
+		&& apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; } \
+		|| echo "chromium is not installed: the console's browser test will be skipped (fails when CI=true)"
+
+test: install browser ## Run the whole test suite
 	$(RUN) pytest $(PYTEST_ARGS)
 
 lint: install ## Check formatting and lint rules (ruff)

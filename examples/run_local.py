@@ -162,6 +162,7 @@ def _banner(tokens: dict[str, str], var: Path, *, echo: bool) -> None:
         "",
         "The connector sidecar is running.",
         f"  API         {url}   (OpenAPI: {url}/openapi.json)",
+        f"  console     {url}/console   (API reference: {url}/docs)",
         f"  token       export TOKEN={tokens['EXTERNAL_CONNECTOR_TOKEN']}",
         f"  data        {var / 'sidecar'}",
     ]

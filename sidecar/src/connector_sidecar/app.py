@@ -21,11 +21,22 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from connector_sidecar._clock import Clock, Sleep, system_clock
 from connector_sidecar._secret import Secret
-from connector_sidecar.api import connections, connectors, deliveries, health, send, sessions
+from connector_sidecar.api import (
+    connections,
+    connectors,
+    console,
+    deliveries,
+    health,
+    metrics,
+    send,
+    sessions,
+)
 from connector_sidecar.api._common import Services
+from connector_sidecar.api.access_log import AccessLog
 from connector_sidecar.config import Settings
 from connector_sidecar.delivery import DeliveryWorker
 from connector_sidecar.drivers import DRIVER_CLASSES
+from connector_sidecar.metrics import Metrics
 from connector_sidecar.problems import ApiProblem, problem_response
 from connector_sidecar.runtime import Runtime
 from connector_sidecar.sending import Sender
@@ -41,9 +52,11 @@ SHUTDOWN_GRACE_SECONDS = 5.0  # for sends and bridge POSTs in flight; hypercorn 
 class BearerAuth:
     """Every route but the public ones needs ``Authorization: Bearer <token>`` (constant-time check)."""
 
-    def __init__(self, app: ASGIApp, token: Secret) -> None:
+    def __init__(self, app: ASGIApp, token: Secret, metrics_token: Secret | None = None) -> None:
         self.app = app
         self._token = token.reveal().encode()
+        # METRICS_TOKEN: a scrape-only token, accepted on GET /metrics besides the API token.
+        self._metrics_token = metrics_token.reveal().encode() if metrics_token else None
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http" or _is_public(scope["path"]):
@@ -56,7 +69,11 @@ class BearerAuth:
                 if scheme.lower() == b"bearer":
                     presented = credentials.strip()
                 break
-        if not hmac.compare_digest(presented, self._token):
+        if not hmac.compare_digest(presented, self._token) and not (
+            self._metrics_token is not None
+            and scope["path"] == metrics.PATH
+            and hmac.compare_digest(presented, self._metrics_token)
+        ):
             problem = ApiProblem(
                 401,
                 "unauthorized",
@@ -69,7 +86,11 @@ class BearerAuth:
 
 
 def _is_public(path: str) -> bool:
-    return path in health.PUBLIC_PATHS or path.startswith("/webhooks/")
+    return (
+        path in health.PUBLIC_PATHS
+        or path.startswith("/webhooks/")
+        or console.is_public(path)  # static pages: they hold no data, the API calls need the token
+    )
 
 
 async def _api_problem(request: Request, exc: Exception) -> Response:
@@ -100,13 +121,20 @@ def create_app(
     """
     url = settings.database_url.reveal() if settings.database_url else None
     store = Store(database_for(url, settings.database_path), clock)
-    runtime = Runtime(settings, store, clock)
+    app_metrics = Metrics()
+    runtime = Runtime(settings, store, clock, app_metrics)
     for kind in settings.connectors:
         runtime.add_driver(DRIVER_CLASSES[kind](runtime.ctx))
     sender = Sender(runtime, sleep=sleep)
     worker = DeliveryWorker(
-        settings, store, clock=clock, sleep=sleep, shutdown_grace_seconds=SHUTDOWN_GRACE_SECONDS
+        settings,
+        store,
+        clock=clock,
+        sleep=sleep,
+        shutdown_grace_seconds=SHUTDOWN_GRACE_SECONDS,
+        metrics=app_metrics,
     )
+    app_metrics.watch_bridge(lambda: worker.readiness() is not None)
     runtime.on_outbox(worker.notify)
     svc = Services(settings=settings, store=store, runtime=runtime, sender=sender, delivery=worker)
     svc.readiness_checks.append(worker.readiness)
@@ -119,6 +147,8 @@ def create_app(
         *connections.routes,
         *send.routes,
         *deliveries.routes,
+        *metrics.routes,
+        *console.routes,
         *driver_routes,
     ]
 
@@ -156,7 +186,8 @@ def create_app(
         },
     )
     app.state.services = svc
-    app.add_middleware(BearerAuth, token=settings.token)
+    app.add_middleware(BearerAuth, token=settings.token, metrics_token=settings.metrics_token)
+    app.add_middleware(AccessLog, routes=routes)
     return app
 
 

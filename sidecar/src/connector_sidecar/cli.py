@@ -1,4 +1,5 @@
-"""The ``connector-sidecar`` command."""
+"""The ``connector-sidecar`` command: ``serve`` and ``check-config`` here; the operator commands
+run against a serving sidecar (``pair``, ``connections``, ...) live in ``cli_client``."""
 
 from __future__ import annotations
 
@@ -10,26 +11,35 @@ import signal
 import sys
 
 from connector_contracts import build_openapi
+from connector_sidecar import cli_client
+from connector_sidecar._version import __version__
 from connector_sidecar.config import ConfigError, Settings
 
 __all__ = ["main"]
 
 log = logging.getLogger("connector_sidecar")
 GRACEFUL_SECONDS = 10.0
+VERSION = f"connector-sidecar {__version__}"
 
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(
         prog="connector-sidecar", description="Connect chat platforms to a host backend."
     )
+    parser.add_argument("--version", action="version", version=VERSION)
     commands = parser.add_subparsers(dest="command", required=True)
-    commands.add_parser(
-        "serve", help="serve the connector HTTP API (settings from the environment)"
-    )
-    commands.add_parser("check-config", help="validate the environment settings and exit")
-    commands.add_parser("openapi", help="print the OpenAPI document")
+    for name, help_text in (
+        ("serve", "serve the connector HTTP API (settings from the environment)"),
+        ("check-config", "validate the environment settings and exit"),
+        ("openapi", "print the OpenAPI document"),
+    ):
+        sub = commands.add_parser(name, help=help_text)
+        sub.add_argument("--version", action="version", version=VERSION)
+    cli_client.add_commands(commands, VERSION)
     args = parser.parse_args(argv)
 
+    if args.command in cli_client.COMMANDS:
+        raise SystemExit(cli_client.run(args))
     if args.command == "openapi":
         print(json.dumps(build_openapi(), indent=2))
         return

@@ -38,6 +38,7 @@ class ConfigError(Exception):
 @dataclasses.dataclass(frozen=True, kw_only=True)
 class Settings:
     token: Secret
+    metrics_token: Secret | None = None  # a second bearer token, good for GET /metrics only
     host: str = "127.0.0.1"
     port: int = 8787
     data_dir: Path = Path("./var")
@@ -68,6 +69,7 @@ class Settings:
         r = _Reader(env)
         return cls(
             token=r.token("EXTERNAL_CONNECTOR_TOKEN"),
+            metrics_token=r.optional_secret("METRICS_TOKEN"),
             host=r.host("SIDECAR_HOST", "127.0.0.1"),
             port=r.integer("SIDECAR_PORT", 8787, low=1, high=65535),
             data_dir=Path(r.text("SIDECAR_DATA_DIR", "./var")),

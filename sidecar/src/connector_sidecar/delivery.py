@@ -64,8 +64,10 @@ from tenacity import RetryCallState, Retrying, wait_random_exponential
 
 from connector_contracts import encode
 from connector_sidecar._clock import Clock, Sleep, now_ms, system_clock
+from connector_sidecar._logging import bind_log_context
 from connector_sidecar.config import Settings
 from connector_sidecar.leases import wall_ms
+from connector_sidecar.metrics import Metrics
 from connector_sidecar.signing import Signer
 from connector_sidecar.store import Store
 from connector_sidecar.store._sql import Connection
@@ -294,9 +296,11 @@ class DeliveryWorker:
         purge_interval_seconds: float | None = 900.0,
         purge_batch: int = 500,
         purge_pause_seconds: float = 0.05,
+        metrics: Metrics | None = None,
     ) -> None:
         self.settings = settings
         self.store = store
+        self.metrics = metrics or Metrics()
         self.stats = WorkerStats()
         self._clock = clock
         self._sleep = sleep
@@ -595,6 +599,7 @@ class DeliveryWorker:
 
     def _apply_claim(self, claim: Claim) -> None:
         self.stats.dead += len(claim.expired)
+        self.metrics.delivery("expired", count=len(claim.expired))
         for event_id in claim.expired:
             log.warning("event %s dead-lettered: older than BRIDGE_MAX_AGE_SECONDS", event_id)
         if claim.row is not None:
@@ -667,6 +672,7 @@ class DeliveryWorker:
     # -- one attempt ------------------------------------------------------------------------------
 
     async def _deliver(self, row: OutboxRow) -> None:
+        bind_log_context(eventId=row.event_id, connectionId=row.connection_id)  # its own task
         started = now_ms(self._clock)
         verdict: Verdict | None = None
         try:
@@ -707,6 +713,7 @@ class DeliveryWorker:
 
     async def _record(self, row: OutboxRow, verdict: Verdict) -> LaneHead | None:
         now = now_ms(self._clock)
+        self.metrics.delivery(verdict.action, (now - (row.queued_at or row.created_at)) / 1000)
         status, next_at, failed = "pending", None, False
         if verdict.action == "delivered":
             status = "delivered"

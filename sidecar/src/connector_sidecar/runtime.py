@@ -16,10 +16,12 @@ from typing import Any
 import httpx
 
 from connector_sidecar._clock import Clock
+from connector_sidecar._logging import bind_log_context
 from connector_sidecar._secret import without_secrets
 from connector_sidecar.config import Settings
 from connector_sidecar.drivers.base import Driver, SessionClosedError
 from connector_sidecar.leases import LeaseKeeper
+from connector_sidecar.metrics import CountingClient, Metrics
 from connector_sidecar.store import (
     ConnectionRecord,
     EnqueueResult,
@@ -45,11 +47,12 @@ class DriverContext:
         self.store: Store = runtime.store
         self.clock: Clock = runtime.clock
 
-    def http_client(self, **kwargs: Any) -> httpx.AsyncClient:
-        """A new vendor HTTP client; the driver closes it in ``aclose``."""
+    def http_client(self, *, kind: str = "unknown", **kwargs: Any) -> httpx.AsyncClient:
+        """A new vendor HTTP client (its calls counted in metrics); the driver closes it in ``aclose``."""
         kwargs.setdefault("timeout", httpx.Timeout(15.0))
         kwargs.setdefault("headers", {"User-Agent": "connector-sidecar"})
-        return httpx.AsyncClient(**kwargs)
+        metrics = self._runtime.metrics
+        return CountingClient(on_call=lambda outcome: metrics.vendor_call(kind, outcome), **kwargs)
 
     async def get_session(self, session_id: str) -> SessionRecord | None:
         return await self.store.db.run(self.store.sessions.get, session_id)
@@ -115,10 +118,13 @@ class DriverContext:
 class Runtime:
     SUPERVISOR_PAUSE_SECONDS = 5.0
 
-    def __init__(self, settings: Settings, store: Store, clock: Clock) -> None:
+    def __init__(
+        self, settings: Settings, store: Store, clock: Clock, metrics: Metrics | None = None
+    ) -> None:
         self.settings = settings
         self.store = store
         self.clock = clock
+        self.metrics = metrics or Metrics()
         self.ctx = DriverContext(self)
         self.drivers: dict[str, Driver] = {}
         self._connection_tasks: dict[str, asyncio.Task[None]] = {}
@@ -224,6 +230,7 @@ class Runtime:
         return task is not None and not task.done()
 
     async def _supervise(self, connection_id: str) -> None:
+        bind_log_context(connectionId=connection_id)  # this task's own context
         while True:
             connection = await self.ctx.get_connection(connection_id)
             if connection is None or not connection.is_live:
@@ -279,6 +286,7 @@ class Runtime:
         pending.add(stored)
         stored.add_done_callback(pending.discard)
         connection, results = await asyncio.shield(stored)
+        self.metrics.inbound(connection.kind, results)
         if any(r.inserted for r in results):
             for listener in self._outbox_listeners:
                 listener()
@@ -309,6 +317,7 @@ class Runtime:
         self._session_tasks[session.session_id] = task
 
     async def _run_pairing(self, driver: Driver, session: SessionRecord) -> None:
+        bind_log_context(sessionId=session.session_id, connectionId=session.connection_id)
         try:
             await driver.pair(session)
         except asyncio.CancelledError:
@@ -410,6 +419,7 @@ class Runtime:
         session = await self.ctx.get_session(session_id)
         if session is None:
             raise KeyError(session_id)
+        bind_log_context(sessionId=session_id, connectionId=session.connection_id)  # own task
         if session.is_terminal:
             raise SessionClosedError(session)
         previous = await self.ctx.get_connection(session.connection_id)

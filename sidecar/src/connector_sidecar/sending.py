@@ -208,6 +208,9 @@ class Sender:
         )
         self._inflight[request.request_id] = (fingerprint, future)
         future.add_done_callback(lambda done: self._finished(request.request_id, done))
+        future.add_done_callback(
+            lambda done: self.runtime.metrics.send_finished(request.kind, done)
+        )
         self._track(future)
         # Shield: a host that hangs up does not stop a send half-way; the ledger finishes it.
         return await asyncio.shield(future)

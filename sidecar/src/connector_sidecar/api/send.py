@@ -7,6 +7,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from connector_contracts import SendRequest
+from connector_sidecar._logging import log_context
 from connector_sidecar.api._common import json_response, services
 from connector_sidecar.problems import read_json
 
@@ -16,7 +17,8 @@ __all__ = ["routes"]
 async def send(request: Request) -> Response:
     svc = services(request)
     body = await read_json(request, SendRequest)
-    outcome = await svc.sender.send(body)
+    with log_context(requestId=body.request_id, connectionId=body.connection_id):
+        outcome = await svc.sender.send(body)  # its tasks copy the context
     return json_response(outcome.result, outcome.status_code)
 
 

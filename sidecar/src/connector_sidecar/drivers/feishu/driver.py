@@ -137,7 +137,7 @@ class FeishuDriver(Driver):
     @property
     def http(self) -> httpx.AsyncClient:
         if self._http is None:
-            self._http = self.ctx.http_client(transport=self.transport)
+            self._http = self.ctx.http_client(kind=self.kind, transport=self.transport)
         return self._http
 
     async def aclose(self) -> None:

@@ -104,7 +104,7 @@ class WeixinDriver(Driver):
     def client(self) -> IlinkClient:
         if self._client is None:
             self._client = IlinkClient(
-                self.ctx.http_client(transport=self.transport),
+                self.ctx.http_client(kind=self.kind, transport=self.transport),
                 bot_agent=f"connector-sidecar/{__version__}",
             )
         return self._client
