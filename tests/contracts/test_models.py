@@ -129,6 +129,7 @@ EXAMPLES: list[tuple[type[Any], dict[str, Any] | list[Any]]] = [
             "deadDeliveries": 0,
             "createdAt": "2026-06-01T00:00:00Z",
             "updatedAt": "2026-06-02T09:31:00.250Z",
+            "replica": None,
         },
     ),
     (LogoutRequest, {}),

@@ -54,6 +54,7 @@ def snapshot(client: httpx.Client) -> dict[str, Any]:
     connections = client.get("/connections").json()["items"]
     for connection in connections:
         connection.pop("updatedAt")  # the restart may touch it (status re-asserted)
+        assert connection.pop("replica") is not None  # running, in a replica named anew
     return {
         "connections": connections,
         "deliveries": client.get("/deliveries", params={"limit": "500"}).json(),
