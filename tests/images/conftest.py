@@ -41,6 +41,9 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     ours = [item for item in items if HERE in Path(item.path).resolve().parents]
     for item in ours:
         item.add_marker(pytest.mark.image)
+        # The first test's setup builds everything: a cold run (debootstrap, two image builds)
+        # takes minutes, more than the suite's 300 s default.
+        item.add_marker(pytest.mark.timeout(BUILD_TIMEOUT * 2))
     if not ENABLED and ours:
         config.hook.pytest_deselected(items=ours)
         items[:] = [item for item in items if item not in ours]

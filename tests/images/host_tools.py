@@ -18,10 +18,7 @@ from tests.images.podman import missing_tools
 
 PACKAGES = ("podman", "buildah", "runc", "debootstrap")
 SKIP = 3
-HOW = (
-    "make image-test needs podman, buildah, runc and debootstrap: "
-    "`sudo apt-get install podman buildah runc debootstrap` (Debian/Ubuntu), then run it again."
-)
+HOW = "install them with `sudo apt-get install podman buildah runc debootstrap` (Debian/Ubuntu)"
 
 
 def _on_ci() -> bool:
@@ -42,10 +39,10 @@ def main() -> int:
     if not missing:
         return 0
     if not _on_ci():
-        print(f"image-test skipped ({', '.join(missing)} not found): {HOW}")
+        print(f"image-test skipped: {', '.join(missing)} not found; {HOW}, then run it again.")
         return SKIP
     if os.geteuid() != 0 or not shutil.which("apt-get"):
-        print(f"image-test cannot run: {', '.join(missing)} missing and no root apt-get. {HOW}")
+        print(f"image-test cannot run: {', '.join(missing)} not found and no root apt-get; {HOW}.")
         return 1
     print(f"image-test: installing {' '.join(PACKAGES)} with apt-get", flush=True)
     _install()
