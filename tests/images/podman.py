@@ -40,7 +40,6 @@ def run(
     *,
     timeout: float = COMMAND_TIMEOUT,
     check: bool = True,
-    input_bytes: bytes | None = None,
     env: dict[str, str] | None = None,
     cwd: Path | None = None,
 ) -> subprocess.CompletedProcess[str]:
@@ -49,7 +48,6 @@ def run(
     try:
         result = subprocess.run(
             args,
-            input=input_bytes.decode() if input_bytes is not None else None,
             capture_output=True,
             text=True,
             timeout=timeout,

@@ -8,6 +8,7 @@ network; only the published host port differs, picked free at run time on 127.0.
 from __future__ import annotations
 
 import json
+import secrets
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -136,7 +137,7 @@ def process_of(podman: Podman, container: str, needle: str) -> dict[str, Any]:
 @pytest.fixture
 def network(podman: Podman) -> str:
     """A podman network of its own, on which the services find each other by compose name."""
-    return podman.create_network("net-" + str(free_port()))
+    return podman.create_network("net-" + secrets.token_hex(3))
 
 
 def _client(running: Running, token: str) -> httpx.Client:
@@ -151,6 +152,12 @@ def _echoes(client: httpx.Client, connection_id: str) -> list[str]:
     return [
         item["content"] for item in response.json()["items"] if item["content"].startswith("echo: ")
     ]
+
+
+def _deliveries(client: httpx.Client, connection_id: str) -> list[tuple[str, str]]:
+    response = client.get("/deliveries", params={"connectionId": connection_id})
+    assert response.status_code == 200, response.text
+    return [(item["eventId"], item["status"]) for item in response.json()["items"]]
 
 
 # ---- the images themselves ------------------------------------------------------------------
@@ -278,6 +285,12 @@ def test_round_trip_between_the_containers_survives_a_sidecar_restart(
         assert injected.status_code == 202, injected.text
         event_id = injected.json()["eventId"]
         wait_for(lambda: _echoes(client, "demo") == ["echo: hello"], timeout=60, what="the echo")
+        # The echo host replies before it answers the bridge POST: wait for the outbox to know.
+        wait_for(
+            lambda: _deliveries(client, "demo") == [(event_id, "delivered")],
+            timeout=30,
+            what="the event to be marked delivered",
+        )
 
     # A new container on the same volume: the connection, its outbox and what was sent remain.
     podman("stop", "--time", "10", sidecar.container)
@@ -290,11 +303,7 @@ def test_round_trip_between_the_containers_survives_a_sidecar_restart(
         connection = client.get("/connections/demo")
         assert connection.status_code == 200, connection.text
         assert connection.json()["status"] == "connected"
-        deliveries = client.get("/deliveries", params={"connectionId": "demo"})
-        assert deliveries.status_code == 200, deliveries.text
-        assert [(d["eventId"], d["status"]) for d in deliveries.json()["items"]] == [
-            (event_id, "delivered")
-        ]
+        assert _deliveries(client, "demo") == [(event_id, "delivered")]
         assert _echoes(client, "demo") == ["echo: hello"]
         again = client.post(
             "/sim/connections/demo/messages",
