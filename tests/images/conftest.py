@@ -21,6 +21,7 @@ from pathlib import Path
 
 import pytest
 from tests.images import compose_file, standins
+from tests.images.host_tools import on_ci
 from tests.images.podman import BUILD_TIMEOUT, Podman, missing_tools, run
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -64,7 +65,7 @@ def podman() -> Iterator[Podman]:
         message = (
             f"{', '.join(missing)} not found: run `make image-test`, which installs them on CI"
         )
-        if os.environ.get("CI", "").lower() == "true":
+        if on_ci():
             pytest.fail(message)
         pytest.skip(message)
     session = Podman()

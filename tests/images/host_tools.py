@@ -21,7 +21,7 @@ SKIP = 3
 HOW = "install them with `sudo apt-get install podman buildah runc debootstrap` (Debian/Ubuntu)"
 
 
-def _on_ci() -> bool:
+def on_ci() -> bool:
     return os.environ.get("CI", "").lower() in ("true", "1", "yes")
 
 
@@ -38,7 +38,7 @@ def main() -> int:
     missing = missing_tools()
     if not missing:
         return 0
-    if not _on_ci():
+    if not on_ci():
         print(f"image-test skipped: {', '.join(missing)} not found; {HOW}, then run it again.")
         return SKIP
     if os.geteuid() != 0 or not shutil.which("apt-get"):
