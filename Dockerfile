@@ -13,6 +13,10 @@ FROM ${UV_IMAGE} AS uv
 # ---- build: the locked dependencies, then the workspace packages, into /app/.venv ----------
 FROM ${PYTHON_IMAGE} AS build-base
 COPY --from=uv /uv /uvx /bin/
+# Behind a proxy that re-signs TLS: `--build-arg UV_SYSTEM_CERTS=true` makes uv trust the system
+# bundle, and mounting the host's bundle over it for the build only (buildah bud
+# `-v /etc/ssl/certs/ca-certificates.crt:/etc/ssl/certs/ca-certificates.crt:ro`) adds the proxy's CA.
+# A build argument and a build-time mount: neither ends up in an image.
 ENV UV_COMPILE_BYTECODE=1 \
     UV_LINK_MODE=copy \
     UV_PYTHON_DOWNLOADS=never \
@@ -25,16 +29,20 @@ COPY sidecar/pyproject.toml sidecar/pyproject.toml
 COPY sdk/pyproject.toml sdk/pyproject.toml
 
 FROM build-base AS build-sidecar
+ARG UV_SYSTEM_CERTS
 RUN --mount=type=cache,target=/root/.cache/uv \
     uv sync --locked --no-dev --no-install-workspace --package connector-sidecar
 COPY contracts contracts
 COPY sidecar sidecar
 COPY sdk sdk
 # --no-editable: the packages are installed into the venv, so the runtime needs no source tree.
+# chmod: uv leaves its venv lock file writable by everyone; the runtime user must write only /data.
 RUN --mount=type=cache,target=/root/.cache/uv \
-    uv sync --locked --no-dev --no-editable --package connector-sidecar
+    uv sync --locked --no-dev --no-editable --package connector-sidecar \
+    && chmod -R go-w /app/.venv
 
 FROM build-base AS build-echo-host
+ARG UV_SYSTEM_CERTS
 # The echo host uses the SDK, plus Starlette and Hypercorn (which the sidecar package brings).
 RUN --mount=type=cache,target=/root/.cache/uv \
     uv sync --locked --no-dev --no-install-workspace --all-packages
@@ -42,7 +50,8 @@ COPY contracts contracts
 COPY sidecar sidecar
 COPY sdk sdk
 RUN --mount=type=cache,target=/root/.cache/uv \
-    uv sync --locked --no-dev --no-editable --all-packages
+    uv sync --locked --no-dev --no-editable --all-packages \
+    && chmod -R go-w /app/.venv
 
 # ---- runtime: the same Python, no uv, no compilers, a user without privileges ---------------
 FROM ${PYTHON_IMAGE} AS runtime
@@ -64,7 +73,7 @@ ENV ECHO_HOST=0.0.0.0 \
     ECHO_PORT=8000 \
     ECHO_DATA_DIR=/data
 VOLUME ["/data"]
-USER connector
+USER 10001:10001
 EXPOSE 8000
 HEALTHCHECK --interval=10s --timeout=3s --start-period=10s --retries=3 \
     CMD ["python", "-c", "import os, urllib.request; urllib.request.urlopen('http://127.0.0.1:%s/healthz' % os.environ.get('ECHO_PORT', '8000'), timeout=2)"]
@@ -78,7 +87,7 @@ ENV SIDECAR_HOST=0.0.0.0 \
     SIDECAR_PORT=8787 \
     SIDECAR_DATA_DIR=/data
 VOLUME ["/data"]
-USER connector
+USER 10001:10001
 EXPOSE 8787
 HEALTHCHECK --interval=10s --timeout=3s --start-period=15s --retries=3 \
     CMD ["python", "-c", "import os, urllib.request; urllib.request.urlopen('http://127.0.0.1:%s/healthz' % os.environ.get('SIDECAR_PORT', '8787'), timeout=2)"]

@@ -10,7 +10,7 @@ UV := $(shell command -v uv 2>/dev/null || echo "$(PYTHON) -m uv")
 RUN := $(UV) run --all-packages --locked --no-sync
 PYTEST_ARGS ?=
 
-.PHONY: help install browser run run-sidecar test lint format typecheck ci bench clean
+.PHONY: help install browser run run-sidecar test lint format typecheck ci image-test bench clean
 
 help: ## Show this list of targets
 	@grep -hE '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  \033[36m%-12s\033[0m %s\n", $$1, $$2}'
@@ -46,6 +46,11 @@ typecheck: install ## Type-check every package strictly (mypy)
 	$(RUN) mypy contracts/src sidecar/src sdk/src tests bench examples
 
 ci: lint typecheck test ## What CI runs: lint, types, tests
+
+image-test: install ## Build both container images (buildah) and run them under podman
+	@$(RUN) python -m tests.images.host_tools; status=$$?; \
+	if [ $$status -eq 3 ]; then exit 0; elif [ $$status -ne 0 ]; then exit $$status; fi; \
+	CONNECTOR_IMAGE_TEST=1 $(RUN) pytest tests/images -m image --durations=5 $(PYTEST_ARGS)
 
 bench: install ## Run the benchmarks under bench/ (prints ratios against a baseline)
 	$(RUN) python -m bench

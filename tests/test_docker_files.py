@@ -211,6 +211,24 @@ def test_runtime_runs_as_non_root(stages: dict[str, Stage], target: str) -> None
     assert users[-1].split(":")[0] in created
 
 
+@pytest.mark.parametrize("target", ["sidecar", "echo-host"])
+def test_runtime_user_is_numeric(stages: dict[str, Stage], target: str) -> None:
+    """USER is ``uid:gid`` in numbers, the ids the runtime stage creates and gives /data to.
+
+    Numbers, so a platform can tell the user is not root without reading /etc/passwd
+    (Kubernetes' runAsNonRoot refuses a named user).
+    """
+    user = stages[target].all("USER")[-1]
+    match = re.fullmatch(r"(\d+):(\d+)", user)
+    assert match, f"USER {user} is not uid:gid"
+    uid, gid = match.groups()
+    assert uid != "0"
+    created = " ".join(args for stage in _inherited(stages, target) for args in stage.all("RUN"))
+    assert f"--uid {uid}" in created
+    assert f"--gid {gid}" in created
+    assert "chown connector:connector /data" in created
+
+
 @pytest.mark.parametrize(
     ("target", "port_variable", "port"),
     [("sidecar", "SIDECAR_PORT", SIDECAR_DEFAULT_PORT), ("echo-host", "ECHO_PORT", 8000)],
