@@ -124,13 +124,22 @@ def _body_too_large() -> ApiProblem:
 
 
 async def read_json(request: Request, type_: type[T], *, empty_ok: bool = False) -> T:
-    """Decode the body as ``type_``: 400 for malformed JSON, 422 naming the field otherwise."""
+    """Decode the body as ``type_``: 400 for malformed JSON (or not UTF-8), 422 naming the field
+    otherwise."""
     body = await read_body(request)
     if not body.strip():
         if empty_ok:
             body = b"{}"
         else:
             raise ApiProblem(400, "invalid_json", "the request needs a JSON body")
+    try:
+        # JSON is UTF-8 (RFC 8259). msgspec checks only the strings it keeps, and reports bad
+        # bytes with Python's UnicodeDecodeError, not a DecodeError: check the whole body first.
+        body.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise ApiProblem(
+            400, "invalid_json", f"the body is not UTF-8: {exc.reason} at byte {exc.start}"
+        ) from None
     try:
         return decode(body, type_)
     except msgspec.ValidationError as exc:
