@@ -525,7 +525,9 @@ class FeishuDriver(Driver):
             ),
         )
         if opened.challenge is not None:
-            return JSONResponse({"challenge": opened.challenge})
+            # Escaped to ASCII: the challenge is echoed as it came, even a lone surrogate.
+            challenge = json.dumps({"challenge": opened.challenge})
+            return Response(challenge, media_type="application/json")
         envelope = parse_envelope(opened.body)
         if envelope is None:
             return JSONResponse({"msg": "success"})  # legacy v1 events are not messages
