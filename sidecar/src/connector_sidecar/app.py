@@ -20,6 +20,7 @@ from starlette.routing import BaseRoute
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from connector_sidecar._clock import Clock, Sleep, system_clock
+from connector_sidecar._early_answers import CloseWhenBodyUnread
 from connector_sidecar._secret import Secret
 from connector_sidecar.api import connections, connectors, deliveries, health, send, sessions
 from connector_sidecar.api._common import Services
@@ -156,6 +157,7 @@ def create_app(
     )
     app.state.services = svc
     app.add_middleware(BearerAuth, token=settings.token)
+    app.add_middleware(CloseWhenBodyUnread)  # outermost: it sees the 401 of BearerAuth too
     return app
 
 
