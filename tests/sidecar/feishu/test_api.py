@@ -282,12 +282,12 @@ async def test_the_sdk_rate_limit_codes_are_unavailable(api: FeishuApi, code: in
         ({"x-ogw-ratelimit-reset": "9", "Retry-After": "3"}, 3.0),
         ({"x-ogw-ratelimit-reset": "600"}, 60.0),
         ({"x-ogw-ratelimit-reset": "soon"}, None),
-        ({"x-ogw-ratelimit-reset": "٣".encode()}, None),  # float() would read 3
+        ({b"x-ogw-ratelimit-reset": "٣".encode()}, None),  # float() would read 3
     ],
     ids=["reset-only", "retry-after-wins", "capped", "unreadable", "not-ascii-digits"],
 )
 async def test_the_ratelimit_reset_header_is_read(
-    api: FeishuApi, headers: dict[str, str | bytes], expected: float | None
+    api: FeishuApi, headers: dict[str, str] | dict[bytes, bytes], expected: float | None
 ) -> None:
     """Feishu's x-ogw-ratelimit-reset (seconds) says when to retry where Retry-After does not."""
     respx.post(TOKEN_URL).mock(return_value=token_ok())
