@@ -193,6 +193,24 @@ async def test_markdown_goes_out_as_a_post(feishu: FeishuSidecar) -> None:
 
 
 @pytest.mark.anyio
+async def test_markdown_with_a_code_fence_is_split_into_rows(feishu: FeishuSidecar) -> None:
+    """A markdown reply holding a code block goes out as rows split at the fences, so the text
+    after the block is a row of its own (Feishu clients may swallow it otherwise)."""
+    app = feishu.new_app()
+    await feishu.pair(app)
+    text = "Try this:\n```sh\nmake test\n```\nThen tell me."
+    response = await feishu.send("req-fence", text, peer_id="oc_room", messageType="markdown")
+    assert response.status_code == 200, response.text
+    [sent] = feishu.emulator.sent
+    rows = json.loads(sent["content"])["zh_cn"]["content"]
+    assert rows == [
+        [{"tag": "md", "text": "Try this:"}],
+        [{"tag": "md", "text": "```sh\nmake test\n```"}],
+        [{"tag": "md", "text": "Then tell me."}],
+    ]
+
+
+@pytest.mark.anyio
 async def test_reply_in_a_thread(feishu: FeishuSidecar) -> None:
     """replyToMessageId with a threadId: a reply with reply_in_thread; the thread's next answer
     without replyToMessageId replies to the latest message seen in that thread."""
