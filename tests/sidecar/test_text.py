@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+import json
+
 import msgspec
+import pytest
 
 from connector_sidecar._text import repaired, storable_message, storable_text
 from connector_sidecar.store import InboundMessage
+
+from .conftest import Sidecar
 
 
 def test_lone_surrogates_become_replacement_characters() -> None:
@@ -44,3 +49,37 @@ def test_a_clean_message_is_left_alone() -> None:
     message = InboundMessage(message_id="m", peer_id="p", content="ok", metadata={"a": [1]})
     assert storable_message(message) is message
     assert repaired({"a": ["b"]}) == ({"a": ["b"]}, False)
+
+
+@pytest.mark.anyio
+async def test_the_sim_stores_a_lone_surrogate_like_any_vendor(paired: Sidecar) -> None:
+    """A sim message whose ids and text hold "\\ud800" escapes is accepted and stored repaired,
+    flagged textRepaired; the next message is stored too."""
+    body = json.dumps(
+        {"peerId": "peer-\ud800", "content": "bad \udfff", "messageId": "m-\ud800", "userId": "u"}
+    )
+    response = await paired.client.post(
+        "/sim/connections/conn_1/messages",
+        content=body,
+        headers={"Content-Type": "application/json"},
+    )
+    assert response.status_code == 202, response.text
+    assert response.json()["messageId"] == "m-\ufffd"
+    assert (await paired.inbound(content="good", messageId="m-2")).status_code == 202
+    items = (await paired.client.get("/deliveries", params={"connectionId": "conn_1"})).json()
+    events = {item["event"]["messageId"]: item["event"] for item in items["items"]}
+    assert events["m-\ufffd"]["content"] == "bad \ufffd"
+    assert events["m-\ufffd"]["peerId"] == "peer-\ufffd"
+    assert events["m-\ufffd"]["metadata"] == {"textRepaired": True}
+    assert events["m-2"]["content"] == "good"
+
+
+@pytest.mark.anyio
+async def test_other_routes_still_refuse_a_lone_surrogate(paired: Sidecar) -> None:
+    """Outside the vendor-playing sim route a lone surrogate escape is malformed JSON: 400."""
+    body = json.dumps({"kind": "sim", "connectionId": "c\ud800", "channelId": "x"})
+    response = await paired.client.post(
+        "/connector-sessions", content=body, headers={"Content-Type": "application/json"}
+    )
+    assert response.status_code == 400, response.text
+    assert response.json()["code"] == "invalid_json"

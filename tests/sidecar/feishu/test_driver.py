@@ -534,3 +534,17 @@ async def test_webhook_event_with_a_lone_surrogate_is_stored(
     [event] = await feishu.events()
     assert event["content"] == "bad \ufffd"
     assert event["metadata"]["textRepaired"] is True
+
+
+@pytest.mark.anyio
+async def test_long_connection_event_with_a_lone_surrogate_is_stored(feishu: FeishuSidecar) -> None:
+    """Over the long connection too: text and sender holding "\\ud800" are stored repaired and
+    the next event follows."""
+    app = feishu.new_app()
+    await feishu.pair(app)
+    await feishu.push(app, chatId="oc_dm", text="bad \ud800", senderOpenId="ou_\udfff")
+    await feishu.push(app, chatId="oc_dm", text="good")
+    first, second = await feishu.wait_events(2)
+    assert (first["content"], first["userId"]) == ("bad \ufffd", "ou_\ufffd")
+    assert first["metadata"]["textRepaired"] is True
+    assert second["content"] == "good"
