@@ -13,15 +13,18 @@ message, session change and vendor state through here before the store sees it:
   so a host can tell the U+FFFD came from the vendor's data and not from us.
 
 Nothing is dropped: one poisoned message is stored (repaired) beside the good ones of its batch.
+The same goes for what a vendor says when it refuses a send: a :class:`~connector_sidecar.drivers.
+base.SendError` repairs its message, which the send ledger stores and the host is shown.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import re
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from connector_sidecar.store import InboundMessage
+if TYPE_CHECKING:  # the store imports nothing of ours, but drivers.base imports this module
+    from connector_sidecar.store import InboundMessage
 
 __all__ = ["REPAIRED_FLAG", "repaired", "storable_message", "storable_text"]
 
