@@ -83,3 +83,32 @@ async def test_other_routes_still_refuse_a_lone_surrogate(paired: Sidecar) -> No
     )
     assert response.status_code == 400, response.text
     assert response.json()["code"] == "invalid_json"
+
+
+def test_metadata_json_cannot_hold_is_dropped_not_the_message() -> None:
+    """A driver's metadata the encoder refuses (a bug) is replaced by a note; the message stays."""
+    message = InboundMessage(
+        message_id="m", peer_id="p", content="c\ud800", metadata={"x": object()}
+    )
+    fixed = storable_message(message)
+    assert fixed.content == "c\ufffd"
+    assert set(fixed.metadata) == {"metadataDropped", "textRepaired"}
+    msgspec.json.encode(fixed.metadata)
+
+
+@pytest.mark.anyio
+async def test_one_unstorable_message_does_not_hold_up_its_batch(paired: Sidecar) -> None:
+    """A batch through the driver boundary: a message with a lone surrogate and one with metadata
+    JSON cannot hold are stored beside the good one, and the cursor of the batch is stored."""
+    runtime = paired.app.state.services.runtime
+    batch = [
+        InboundMessage(message_id="m1", peer_id="p", content="bad \ud800"),
+        InboundMessage(message_id="m2", peer_id="p", content="odd", metadata={"x": object()}),
+        InboundMessage(message_id="m3", peer_id="p", content="good"),
+    ]
+    results = await runtime.ctx.ingest("conn_1", batch, state={"cursor": "c-\udfff"})
+    assert [r.inserted for r in results] == [True, True, True]
+    assert await runtime.ctx.get_state("conn_1", "cursor") == "c-\ufffd"
+    items = (await paired.client.get("/deliveries", params={"connectionId": "conn_1"})).json()
+    contents = sorted(item["event"]["content"] for item in items["items"])
+    assert contents == ["bad \ufffd", "good", "odd"]

@@ -20,15 +20,22 @@ base.SendError` repairs its message, which the send ledger stores and the host i
 from __future__ import annotations
 
 import dataclasses
+import logging
 import re
 from typing import TYPE_CHECKING, Any
+
+import msgspec
 
 if TYPE_CHECKING:  # the store imports nothing of ours, but drivers.base imports this module
     from connector_sidecar.store import InboundMessage
 
-__all__ = ["REPAIRED_FLAG", "repaired", "storable_message", "storable_text"]
+__all__ = ["DROPPED_FLAG", "REPAIRED_FLAG", "repaired", "storable_message", "storable_text"]
+
+log = logging.getLogger(__name__)
 
 REPAIRED_FLAG = "textRepaired"
+DROPPED_FLAG = "metadataDropped"
+_encoder = msgspec.json.Encoder()
 
 _SURROGATE = re.compile("[\ud800-\udfff]")
 _REPLACEMENT = "\ufffd"
@@ -68,13 +75,25 @@ def repaired(value: Any) -> tuple[Any, bool]:
 
 
 def storable_message(message: InboundMessage) -> InboundMessage:
-    """``message`` with all its text storable; flagged ``textRepaired`` in its metadata if needed."""
+    """``message`` with all its text storable; flagged ``textRepaired`` in its metadata if needed.
+
+    Metadata the JSON encoder still refuses after that (a driver put a value there JSON has no
+    form for: a bug) is replaced by ``{"metadataDropped": <why>}`` and logged as an error: the
+    message itself is stored, and the messages after it are not held up.
+    """
     changes: dict[str, Any] = {}
     for field in dataclasses.fields(message):
         fixed, changed = repaired(getattr(message, field.name))
         if changed:
             changes[field.name] = fixed
-    if not changes:
-        return message
-    changes["metadata"] = {**changes.get("metadata", message.metadata), REPAIRED_FLAG: True}
-    return dataclasses.replace(message, **changes)
+    if changes:
+        changes["metadata"] = {**changes.get("metadata", message.metadata), REPAIRED_FLAG: True}
+    metadata = changes.get("metadata", message.metadata)
+    try:
+        _encoder.encode(metadata)
+    except (TypeError, ValueError, OverflowError) as exc:
+        log.error("message %r: its metadata cannot be stored, dropped: %s", message.message_id, exc)
+        changes["metadata"] = {DROPPED_FLAG: str(exc)[:200]}
+        if REPAIRED_FLAG in metadata:
+            changes["metadata"][REPAIRED_FLAG] = True
+    return dataclasses.replace(message, **changes) if changes else message
