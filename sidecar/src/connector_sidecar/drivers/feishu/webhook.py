@@ -110,10 +110,13 @@ def _open(body: bytes, headers: Mapping[str, str], secrets: WebhookSecrets) -> O
         raise failed(str(exc)) from None
     encrypted = "encrypt" in outer
     if encrypted:
-        if not key or not isinstance(outer["encrypt"], str):
+        if not key:
             raise _Refused("the event is encrypted but no encryptKey is configured")
+        ciphertext = outer["encrypt"]
+        if not isinstance(ciphertext, str):
+            raise failed("the encrypt field is not a string")
         try:
-            payload = _json_object(decrypt(outer["encrypt"], key), "the decrypted event")
+            payload = _json_object(decrypt(ciphertext, key), "the decrypted event")
         except (DecryptError, ValueError) as exc:
             raise failed(f"cannot open the event: {exc}") from None
     else:
