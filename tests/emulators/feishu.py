@@ -324,6 +324,7 @@ class FeishuEmulator:
         self.connects: dict[str, int] = {}
         self.endpoint_calls: dict[str, int] = {}
         self.tickets: dict[str, tuple[str, str, int]] = {}
+        self.issued_tickets: list[str] = []  # every ticket handed out, for tests to look for
         self.deliveries: list[Delivery] = []
         self.registrations: list[Registration] = []
         self.webhooks: list[WebhookPush] = []
@@ -644,6 +645,7 @@ class FeishuEmulator:
         device_id = str(self._rng.randrange(10**17, 10**18))
         service_id = self._rng.randrange(1, 100_000)
         self.tickets[ticket] = (app.app_id, device_id, service_id)
+        self.issued_tickets.append(ticket)
         url = f"ws://{self.ws_host}:{self.ws_port}/ws?device_id={device_id}&service_id={service_id}&ticket={ticket}"
         return JSONResponse(
             {"code": 0, "msg": "ok", "data": {"URL": url, "ClientConfig": dict(self.client_config)}}

@@ -49,7 +49,8 @@ from typing import Any
 import httpx
 from starlette.applications import Starlette
 from starlette.requests import Request
-from starlette.responses import JSONResponse, Response
+from starlette.responses import JSONResponse as _StarletteJSONResponse
+from starlette.responses import Response
 from starlette.routing import Route
 
 from connector_sidecar.testing import ManagedProcess, free_port, wait_until
@@ -59,6 +60,15 @@ __all__ = [
     "IlinkEmulatorProcess",
     "build_app",
 ]
+
+
+class JSONResponse(_StarletteJSONResponse):
+    """JSON with non-ASCII escaped, as a vendor's encoder may write it: so a test can hand the
+    driver any text, a lone surrogate (``"\\ud800"``) included."""
+
+    def render(self, content: Any) -> bytes:
+        return json.dumps(content, separators=(",", ":")).encode("ascii")
+
 
 APP_ID = "bot"
 STALE_TOKEN = {"ret": -14, "errcode": -14, "errmsg": "session timeout"}

@@ -719,6 +719,18 @@ async def test_invalid_success_body(client: SidecarClient, sidecar: respx.MockRo
     assert "ConnectionView" in str(caught.value)
 
 
+async def test_bodies_that_are_not_utf8(client: SidecarClient, sidecar: respx.MockRouter) -> None:
+    """An error or success body in another charset raises the typed error, not UnicodeDecodeError."""
+    latin1 = {"content-type": "text/html; charset=latin-1"}
+    sidecar.get("/connections/x").respond(404, content=b"<h1>\xe9chec</h1>", headers=latin1)
+    with pytest.raises(SidecarHTTPError) as caught:
+        await client.get_connection("x")
+    assert (caught.value.status, caught.value.code) == (404, "not_found")
+    sidecar.get("/connections/y").respond(200, content=b'{"connectionId": "\xff"}')
+    with pytest.raises(InvalidResponse):
+        await client.get_connection("y")
+
+
 # lifecycle and secrets -----------------------------------------------------------------------
 
 

@@ -22,6 +22,7 @@ from connector_sdk import (
     sign_webhook,
 )
 from connector_sdk.testing import bridge_headers, make_bridge_event
+from connector_sdk.verify import decode_event
 
 from ._fakes import FakeClock
 
@@ -348,6 +349,28 @@ def test_malformed_json_is_400() -> None:
     with pytest.raises(InvalidBridgeEvent) as caught:
         verifier().verify(headers, body)
     assert (caught.value.status, caught.value.code) == (400, "invalid_json")
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        b'{"eventId": "evt_\xff"}',
+        b'{"ignored": "\xed\xa0\x80"}',
+        b"\xc3",
+        b'{"metadata": {"a": ' + b"[" * 100_000 + b"]" * 100_000 + b"}}",
+    ],
+    ids=["invalid-byte", "encoded-surrogate", "truncated-sequence", "nested-too-deep"],
+)
+def test_body_not_utf8_or_too_deep_is_400(body: bytes) -> None:
+    """A verified body that is not UTF-8, or nested too deep, raises InvalidBridgeEvent 400."""
+    headers = bridge_headers(
+        body, event_id="e", token=TOKEN, signing_secrets=(SECRET_A,), timestamp=NOW
+    )
+    with pytest.raises(InvalidBridgeEvent) as caught:
+        verifier().verify(headers, body)
+    assert (caught.value.status, caught.value.code) == (400, "invalid_json")
+    with pytest.raises(InvalidBridgeEvent):
+        decode_event(body)
 
 
 def test_wrong_shape_is_422_naming_the_field() -> None:

@@ -122,6 +122,34 @@ async def test_malformed_json_is_400_invalid_json(paired: Sidecar) -> None:
     assert_problem(response, 400, "invalid_json")
 
 
+@pytest.mark.parametrize(
+    "path",
+    [
+        "/send",
+        "/connector-sessions",
+        "/connector-sessions/cs_unknown/cancel",
+        "/connector-sessions/cs_unknown/verify-code",
+        "/deliveries/replay",
+        "/connections/conn_1/logout",
+        "/sim/sessions/cs_unknown/scan",
+        "/sim/connections/conn_1/messages",
+        "/sim/connections/conn_1/faults",
+    ],
+)
+@pytest.mark.parametrize(
+    "content",
+    [b'{"requestId": "\xff\xfe"}', b'{"a": "\xed\xa0\x80"}', b"\xc3"],
+    ids=["invalid-byte", "encoded-surrogate", "truncated-sequence"],
+)
+async def test_invalid_utf8_is_400_invalid_json(paired: Sidecar, path: str, content: bytes) -> None:
+    """A JSON body that is not UTF-8 is 400 ``invalid_json`` on every JSON route, never a 500."""
+    response = await paired.client.post(
+        path, content=content, headers={"Content-Type": "application/json"}
+    )
+    problem = assert_problem(response, 400, "invalid_json")
+    assert "UTF-8" in problem["detail"]
+
+
 async def test_empty_body_is_400_invalid_json(sidecar: Sidecar) -> None:
     """A route that needs a body answers 400 ``invalid_json`` to an empty one."""
     response = await sidecar.client.post("/connector-sessions", content=b"")

@@ -1048,3 +1048,10 @@ async def test_delivery_counts_per_connection(store: Store) -> None:
         "conn_1": (1, 1),
         "conn_2": (1, 0),
     }
+
+
+@pytest.mark.parametrize("status", [200, 409])
+def test_a_host_answer_that_is_not_utf8_is_read_as_no_body(status: int) -> None:
+    """A 2xx or 409 body in another charset is judged by its status, never raises."""
+    verdict = judge(status, httpx.Headers(), b'{"accepted": "\xe9"}', now=0.0)
+    assert verdict.action == ("delivered" if status == 200 else "conflict")

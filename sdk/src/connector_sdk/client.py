@@ -113,8 +113,8 @@ def _http_error(response: httpx.Response, request_id: str | None) -> SidecarHTTP
     """The typed error for an error answer, from its problem document when there is one."""
     try:
         body: object = json_decoder.decode(response.content)
-    except msgspec.DecodeError:
-        body = None  # a proxy's HTML page, an empty 502, ...
+    except (msgspec.DecodeError, UnicodeDecodeError):
+        body = None  # a proxy's HTML page (in any charset), an empty 502, ...
     problem: Problem | None = None
     code = detail = title = None
     if isinstance(body, dict):
@@ -238,7 +238,7 @@ class SidecarClient:
             raise _http_error(response, request_id)
         try:
             return decode(response.content, type_)
-        except msgspec.DecodeError as error:  # ValidationError is a subclass
+        except (msgspec.DecodeError, UnicodeDecodeError) as error:  # ValidationError: a subclass
             raise InvalidResponse(
                 status=response.status_code,
                 code="invalid_response",

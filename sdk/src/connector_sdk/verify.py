@@ -201,7 +201,15 @@ class BridgeVerifier:
 
 
 def decode_event(body: bytes) -> BridgeEvent:
-    """Decode a bridge body; 400 for malformed JSON, 422 for the wrong shape."""
+    """Decode a bridge body; 400 for malformed JSON (or not UTF-8), 422 for the wrong shape."""
+    try:
+        # JSON is UTF-8. msgspec checks only the strings it keeps, and reports bad bytes with
+        # Python's UnicodeDecodeError rather than a DecodeError: check the whole body first.
+        body.decode("utf-8")
+    except UnicodeDecodeError as error:
+        raise InvalidBridgeEvent(
+            f"the body is not UTF-8: {error.reason} at byte {error.start}", status=400
+        ) from None
     try:
         return bridge_event_decoder.decode(body)
     except msgspec.ValidationError as error:
@@ -215,3 +223,6 @@ def decode_event(body: bytes) -> BridgeEvent:
         ) from None
     except msgspec.DecodeError as error:
         raise InvalidBridgeEvent(f"malformed JSON: {error}", status=400) from None
+    except RecursionError:
+        # msgspec follows nesting with the C stack; deep enough "[" goes past what it may.
+        raise InvalidBridgeEvent("malformed JSON: nested too deeply", status=400) from None

@@ -20,6 +20,7 @@ from starlette.routing import BaseRoute
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from connector_sidecar._clock import Clock, Sleep, system_clock
+from connector_sidecar._early_answers import CloseWhenBodyUnread
 from connector_sidecar._secret import Secret
 from connector_sidecar.api import (
     connections,
@@ -188,6 +189,7 @@ def create_app(
     app.state.services = svc
     app.add_middleware(BearerAuth, token=settings.token, metrics_token=settings.metrics_token)
     app.add_middleware(AccessLog, routes=routes)
+    app.add_middleware(CloseWhenBodyUnread)  # outermost: it sees the 401 of BearerAuth too
     return app
 
 

@@ -53,6 +53,7 @@ class Settings:
     bridge_timeout_seconds: float = 15.0
     bridge_max_age_seconds: float = 86400.0
     weixin_base_url: str = DEFAULT_WEIXIN_BASE_URL
+    weixin_route_tag: str | None = None  # sent as SKRouteTag on every iLink call when set
     feishu_base_url: str = DEFAULT_FEISHU_BASE_URL
     lark_base_url: str = DEFAULT_LARK_BASE_URL
     log_level: str = "info"
@@ -86,6 +87,7 @@ class Settings:
                 "BRIDGE_MAX_AGE_SECONDS", 86400.0, low=1, high=30 * 86400
             ),
             weixin_base_url=r.base_url("WEIXIN_BASE_URL", DEFAULT_WEIXIN_BASE_URL),
+            weixin_route_tag=r.header_value("WEIXIN_ROUTE_TAG"),
             feishu_base_url=r.base_url("FEISHU_BASE_URL", DEFAULT_FEISHU_BASE_URL),
             lark_base_url=r.base_url("LARK_BASE_URL", DEFAULT_LARK_BASE_URL),
             log_level=r.choice("LOG_LEVEL", "info", LOG_LEVELS),
@@ -123,6 +125,13 @@ class _Reader:
         if len(value) < 8:
             raise ConfigError(name, "must be at least 8 characters")
         return Secret(value)
+
+    def header_value(self, name: str) -> str | None:
+        """Optional text sent as an HTTP header value: printable ASCII only."""
+        value = self.raw(name)
+        if value is not None and not (value.isascii() and value.isprintable()):
+            raise ConfigError(name, "must be printable ASCII (it is sent as an HTTP header)")
+        return value
 
     def optional_secret(self, name: str) -> Secret | None:
         value = self.raw(name)

@@ -155,7 +155,7 @@ def _answer(body: bytes) -> dict[str, Any]:
         return {}
     try:
         value = msgspec.json.decode(body)
-    except msgspec.DecodeError:
+    except (msgspec.DecodeError, UnicodeDecodeError):  # msgspec reports bad UTF-8 with the latter
         return {}
     return value if isinstance(value, dict) else {}
 

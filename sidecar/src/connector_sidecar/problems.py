@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import Mapping
 from http import HTTPStatus
@@ -123,8 +124,16 @@ def _body_too_large() -> ApiProblem:
     )
 
 
-async def read_json(request: Request, type_: type[T], *, empty_ok: bool = False) -> T:
-    """Decode the body as ``type_``: 400 for malformed JSON, 422 naming the field otherwise."""
+async def read_json(
+    request: Request, type_: type[T], *, empty_ok: bool = False, vendor_text: bool = False
+) -> T:
+    """Decode the body as ``type_``: 400 for malformed JSON (or not UTF-8), 422 naming the field
+    otherwise.
+
+    ``vendor_text``: for a route that plays a vendor (the sim), read JSON as the vendors' JSON
+    parsers do, which keep a lone UTF-16 surrogate escape (``"\\ud800"``) that msgspec refuses;
+    the driver boundary then repairs it (``_text``). Other routes refuse it: 400.
+    """
     body = await read_body(request)
     if not body.strip():
         if empty_ok:
@@ -132,11 +141,34 @@ async def read_json(request: Request, type_: type[T], *, empty_ok: bool = False)
         else:
             raise ApiProblem(400, "invalid_json", "the request needs a JSON body")
     try:
+        # JSON is UTF-8 (RFC 8259). msgspec checks only the strings it keeps, and reports bad
+        # bytes with Python's UnicodeDecodeError, not a DecodeError: check the whole body first.
+        body.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise ApiProblem(
+            400, "invalid_json", f"the body is not UTF-8: {exc.reason} at byte {exc.start}"
+        ) from None
+    try:
         return decode(body, type_)
     except msgspec.ValidationError as exc:
         raise validation_problem(exc) from None
     except msgspec.DecodeError as exc:
+        if vendor_text:
+            return _decode_like_a_vendor(body, type_, exc)
         raise ApiProblem(400, "invalid_json", f"malformed JSON: {exc}") from None
     except RecursionError:
         # msgspec follows nesting with the C stack; 1 MiB of "[" goes deeper than it may.
         raise ApiProblem(400, "invalid_json", "malformed JSON: nested too deeply") from None
+
+
+def _decode_like_a_vendor(body: bytes, type_: type[T], error: msgspec.DecodeError) -> T:
+    """Python's JSON parser, then msgspec's validation: what msgspec refused only for a lone
+    surrogate escape is read; anything else malformed is still a 400 (msgspec's own message)."""
+    try:
+        value = json.loads(body)
+    except (ValueError, RecursionError):
+        raise ApiProblem(400, "invalid_json", f"malformed JSON: {error}") from None
+    try:
+        return msgspec.convert(value, type_)
+    except msgspec.ValidationError as exc:
+        raise validation_problem(exc) from None

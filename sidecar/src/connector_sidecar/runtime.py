@@ -18,6 +18,7 @@ import httpx
 from connector_sidecar._clock import Clock
 from connector_sidecar._logging import bind_log_context
 from connector_sidecar._secret import without_secrets
+from connector_sidecar._text import repaired, storable_message, storable_text
 from connector_sidecar.config import Settings
 from connector_sidecar.drivers.base import Driver, SessionClosedError
 from connector_sidecar.leases import LeaseKeeper
@@ -58,6 +59,7 @@ class DriverContext:
         return await self.store.db.run(self.store.sessions.get, session_id)
 
     async def update_session(self, session_id: str, **changes: Any) -> SessionRecord:
+        changes, _ = repaired(changes)  # vendor names and errors (see _text)
         return await self.store.db.transaction(
             lambda c: self.store.sessions.update(c, session_id, **changes)
         )
@@ -78,10 +80,10 @@ class DriverContext:
         """Store the new login, finish the session, and (re)start the connection's inbound loop."""
         return await self._runtime.session_connected(
             session_id,
-            account_id=account_id,
-            display_name=display_name,
+            account_id=storable_text(account_id),
+            display_name=display_name and storable_text(display_name),
             credentials=credentials,
-            metadata=metadata or {},
+            metadata=repaired(metadata or {})[0],
         )
 
     async def cancel_pairing(self, session_id: str) -> None:
@@ -95,6 +97,8 @@ class DriverContext:
         self, connection_id: str, status: str, *, last_error: str | None = None
     ) -> ConnectionRecord:
         """Move a connection to ``status``; ``auth_expired`` also stops its inbound loop."""
+        if last_error is not None:
+            last_error = storable_text(last_error)  # it may quote the vendor's errmsg
         return await self._runtime.set_status(connection_id, status, last_error=last_error)
 
     async def ingest(
@@ -107,9 +111,13 @@ class DriverContext:
         """Commit messages to the outbox and the vendor state (cursor, tokens) in one transaction.
 
         Returns once the commit is durable: only then may the driver acknowledge the vendor or
-        poll with the new cursor.
+        poll with the new cursor. Every string is made storable first (``_text``): a lone
+        surrogate from the vendor becomes U+FFFD, so no message can fail its whole batch.
         """
-        return await self._runtime.ingest(connection_id, messages, state=state)
+        storable = [storable_message(message) for message in messages]
+        if state:
+            state = repaired(state)[0]
+        return await self._runtime.ingest(connection_id, storable, state=state)
 
     async def get_state(self, connection_id: str, key: str) -> str | None:
         return await self.store.db.run(self.store.state.get, connection_id, key)

@@ -259,6 +259,50 @@ async def test_rate_limits_are_unavailable(
 
 @pytest.mark.anyio
 @respx.mock
+@pytest.mark.parametrize("code", [99991402, 11020, 11021])
+async def test_the_sdk_rate_limit_codes_are_unavailable(api: FeishuApi, code: int) -> None:
+    """The codes lark-oapi's channel layer reads as "too many requests" are retried later too."""
+    respx.post(TOKEN_URL).mock(return_value=token_ok())
+    respx.post(MESSAGES_URL).mock(
+        return_value=httpx.Response(400, json={"code": code, "msg": "too many requests"})
+    )
+    with pytest.raises(FeishuUnavailable) as caught:
+        await api.create_message(
+            receive_id_type="chat_id", receive_id="oc_1", msg_type="text", content="{}", uuid="u"
+        )
+    assert caught.value.code == code
+
+
+@pytest.mark.anyio
+@respx.mock
+@pytest.mark.parametrize(
+    ("headers", "expected"),
+    [
+        ({"x-ogw-ratelimit-reset": "9"}, 9.0),
+        ({"x-ogw-ratelimit-reset": "9", "Retry-After": "3"}, 3.0),
+        ({"x-ogw-ratelimit-reset": "600"}, 60.0),
+        ({"x-ogw-ratelimit-reset": "soon"}, None),
+        ({b"x-ogw-ratelimit-reset": "٣".encode()}, None),  # float() would read 3
+    ],
+    ids=["reset-only", "retry-after-wins", "capped", "unreadable", "not-ascii-digits"],
+)
+async def test_the_ratelimit_reset_header_is_read(
+    api: FeishuApi, headers: dict[str, str] | dict[bytes, bytes], expected: float | None
+) -> None:
+    """Feishu's x-ogw-ratelimit-reset (seconds) says when to retry where Retry-After does not."""
+    respx.post(TOKEN_URL).mock(return_value=token_ok())
+    respx.post(MESSAGES_URL).mock(
+        return_value=httpx.Response(400, json={"code": 99991400, "msg": "limited"}, headers=headers)
+    )
+    with pytest.raises(FeishuUnavailable) as caught:
+        await api.create_message(
+            receive_id_type="chat_id", receive_id="oc_1", msg_type="text", content="{}", uuid="u"
+        )
+    assert caught.value.retry_after == expected
+
+
+@pytest.mark.anyio
+@respx.mock
 async def test_other_codes_are_api_errors(api: FeishuApi) -> None:
     """230002 (bot not in chat) is the vendor refusing the request, with its code and msg."""
     respx.post(TOKEN_URL).mock(return_value=token_ok())

@@ -3,6 +3,7 @@ sending (create, reply, threads, markdown, fallbacks, error classes) and the web
 
 from __future__ import annotations
 
+import base64
 import json
 from typing import Any
 
@@ -189,6 +190,24 @@ async def test_markdown_goes_out_as_a_post(feishu: FeishuSidecar) -> None:
     assert json.loads(sent["content"]) == {
         "zh_cn": {"title": "", "content": [[{"tag": "md", "text": "**bold** and `code`"}]]}
     }
+
+
+@pytest.mark.anyio
+async def test_markdown_with_a_code_fence_is_split_into_rows(feishu: FeishuSidecar) -> None:
+    """A markdown reply holding a code block goes out as rows split at the fences, so the text
+    after the block is a row of its own (Feishu clients may swallow it otherwise)."""
+    app = feishu.new_app()
+    await feishu.pair(app)
+    text = "Try this:\n```sh\nmake test\n```\nThen tell me."
+    response = await feishu.send("req-fence", text, peer_id="oc_room", messageType="markdown")
+    assert response.status_code == 200, response.text
+    [sent] = feishu.emulator.sent
+    rows = json.loads(sent["content"])["zh_cn"]["content"]
+    assert rows == [
+        [{"tag": "md", "text": "Try this:"}],
+        [{"tag": "md", "text": "```sh\nmake test\n```"}],
+        [{"tag": "md", "text": "Then tell me."}],
+    ]
 
 
 @pytest.mark.anyio
@@ -416,10 +435,9 @@ async def test_webhook_bad_signature_and_token_are_401(feishu: FeishuSidecar) ->
     response = await feishu.webhook(app, text="x", bad_signature=True)
     assert response.status_code == 401
     assert response.headers["content-type"] == "application/problem+json"
-    assert response.json()["code"] == "invalid_signature"
-    response = await feishu.webhook(app, text="x", token="forged")
-    assert response.status_code == 401
-    assert response.json()["code"] == "invalid_token"
+    assert response.json()["code"] == "unauthorized"
+    forged_token = await feishu.webhook(app, text="x", token="forged")
+    assert (forged_token.status_code, forged_token.text) == (401, response.text)
     assert await feishu.events() == []
 
 
@@ -449,3 +467,84 @@ async def test_a_scanned_app_that_never_gets_enabled_leaves_no_secret_behind(
     record = await store.db.run(store.sessions.get, view["sessionId"])
     assert record is not None
     assert scanned.app_secret not in json.dumps(record.state)
+
+
+def _tampered(body: bytes, value: int) -> bytes:
+    """The encrypted body with the last byte of the next-to-last cipher block set to ``value``:
+    it XORs into the last plaintext byte, the padding, as a padding-oracle attack does."""
+    raw = bytearray(base64.b64decode(json.loads(body)["encrypt"]))
+    raw[-17] = value
+    return json.dumps({"encrypt": base64.b64encode(bytes(raw)).decode()}).encode()
+
+
+@pytest.mark.anyio
+async def test_webhook_is_no_padding_oracle(feishu: FeishuSidecar) -> None:
+    """256 tamperings of an event's padding, unsigned or wrongly signed, get one answer: the
+    same status and the same body, whether the padding happened to be valid or not."""
+    app = await _pair_webhook(feishu)
+    _, envelope = feishu.emulator.build_event(app, {"text": "secret"})
+    body, headers = feishu.emulator.signed_request(app, envelope)
+    forged = {**headers, "X-Lark-Signature": "0" * 64}
+    answers: set[tuple[int, str]] = set()
+    for value in range(256):
+        tampered = _tampered(body, value)
+        for sent_headers in ({"Content-Type": "application/json"}, forged):
+            response = await feishu.api.post(
+                "/webhooks/feishu/fs1", content=tampered, headers=sent_headers
+            )
+            answers.add((response.status_code, response.text))
+    assert len(answers) == 1, answers
+    [(status, _)] = answers
+    assert status == 401
+    assert await feishu.events() == []
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("key", ["ek", None])
+async def test_webhook_failures_before_authentication_look_alike(
+    feishu: FeishuSidecar, key: str | None
+) -> None:
+    """Not JSON, encrypted without a key, a wrong or surrogate token: one 401 answer, never 500."""
+    await _pair_webhook(feishu, key=key)
+    challenge = '{"challenge": "c", "token": %s, "type": "url_verification"}'
+    bodies = [
+        b"{nope",
+        b"\xff\xfe",
+        challenge.encode() % b'"forged"',
+        challenge.encode() % b'"\\ud800"',
+        json.dumps({"encrypt": "bm90IGEgYmxvY2s="}).encode(),
+    ]
+    answers = set()
+    for body in bodies:
+        response = await feishu.api.post("/webhooks/feishu/fs1", content=body)
+        answers.add((response.status_code, response.text))
+    assert len(answers) == 1, answers
+    assert next(iter(answers))[0] == 401
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("key", ["ek", None])
+async def test_webhook_event_with_a_lone_surrogate_is_stored(
+    feishu: FeishuSidecar, key: str | None
+) -> None:
+    """A verified event whose text holds "\\ud800" is stored repaired (U+FFFD), answered 200."""
+    app = await _pair_webhook(feishu, key=key)
+    response = await feishu.webhook(app, chatId="oc_dm", text="bad \ud800", messageId="om_s1")
+    assert response.status_code == 200, response.text
+    [event] = await feishu.events()
+    assert event["content"] == "bad \ufffd"
+    assert event["metadata"]["textRepaired"] is True
+
+
+@pytest.mark.anyio
+async def test_long_connection_event_with_a_lone_surrogate_is_stored(feishu: FeishuSidecar) -> None:
+    """Over the long connection too: text and sender holding "\\ud800" are stored repaired and
+    the next event follows."""
+    app = feishu.new_app()
+    await feishu.pair(app)
+    await feishu.push(app, chatId="oc_dm", text="bad \ud800", senderOpenId="ou_\udfff")
+    await feishu.push(app, chatId="oc_dm", text="good")
+    first, second = await feishu.wait_events(2)
+    assert (first["content"], first["userId"]) == ("bad \ufffd", "ou_\ufffd")
+    assert first["metadata"]["textRepaired"] is True
+    assert second["content"] == "good"

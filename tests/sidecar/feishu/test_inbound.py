@@ -143,6 +143,24 @@ def test_thread_and_quoted_parent() -> None:
     assert message.metadata["quoted"] == {"messageId": "om_p", "rootId": "om_r"}
 
 
+@pytest.mark.parametrize("chat_type", ["topic", "topic_group"])
+def test_topic_chats_are_groups_with_threads(chat_type: str) -> None:
+    """Both names of a topic group map to a group; each message is in a thread: its thread_id,
+    else the topic's root message, else itself (it starts the topic)."""
+    cases: list[tuple[dict[str, Any], str]] = [
+        ({"thread_id": "omt_9", "root_id": "om_r"}, "omt_9"),
+        ({"root_id": "om_r"}, "om_r"),
+        ({}, "om_1"),
+    ]
+    for fields, thread in cases:
+        message = mapped(event(chat_type=chat_type, text="hi", **fields), require_mention=False)
+        assert isinstance(message, InboundMessage)
+        assert (message.peer_type, message.thread_id) == ("group", thread)
+        assert message.metadata["chatType"] == chat_type
+    dropped = mapped(event(chat_type=chat_type, text="no mention"))
+    assert isinstance(dropped, Dropped)  # a group: requireMention applies
+
+
 @pytest.mark.parametrize("wrapped", [False, True])
 def test_post_is_flattened_with_or_without_locale(wrapped: bool) -> None:
     """A post's title and paragraphs become lines; links, mentions and code blocks readable."""

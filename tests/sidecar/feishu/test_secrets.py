@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+import io
 import json
 import logging
+import sys
+from collections.abc import Iterator
 
 import pytest
+
+from connector_sidecar._logging import configure_logging, redact
 
 from .._inprocess import assert_not_logged
 from .conftest import FeishuFactory, FeishuSidecar
@@ -71,3 +76,66 @@ async def _a_busy_life(feishu: FeishuSidecar) -> set[str]:
     }
     assert len(secrets) >= 7
     return secrets
+
+
+@pytest.fixture
+def sidecar_logging() -> Iterator[None]:
+    """Lets a test call ``configure_logging``; puts the root logger and levels back after."""
+    root = logging.getLogger()
+    handlers, level = root.handlers[:], root.level
+    loggers = {name: logging.getLogger(name).level for name in THIRD_PARTY_LOGGERS}
+    try:
+        yield
+    finally:
+        root.handlers[:] = handlers
+        root.setLevel(level)
+        for name, saved in loggers.items():
+            logging.getLogger(name).setLevel(saved)
+
+
+THIRD_PARTY_LOGGERS = ("websockets", "websockets.client", "httpx", "httpcore", "hypercorn")
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("fmt", ["console", "json"])
+@pytest.mark.parametrize("websockets_debug", [False, True], ids=["floor", "websockets-at-debug"])
+@pytest.mark.usefixtures("sidecar_logging")
+async def test_debug_logging_of_the_long_connection_holds_no_ticket(
+    make_feishu: FeishuFactory, monkeypatch: pytest.MonkeyPatch, fmt: str, websockets_debug: bool
+) -> None:
+    """At LOG_LEVEL=debug, with the sidecar's own log set-up, nothing written holds the long
+    connection's ticket (a credential in its URL), the app secret or a tenant token; also when
+    someone lowers the websockets logger to DEBUG again (its handshake lines are redacted)."""
+    stream = io.StringIO()
+    monkeypatch.setattr(sys, "stderr", stream)
+    configure_logging("debug", fmt)
+    if websockets_debug:
+        logging.getLogger("websockets").setLevel(logging.DEBUG)
+    async with make_feishu() as feishu:
+        app = feishu.new_app(appSecret="ws-app-secret-debug")
+        await feishu.pair(app)
+        await feishu.push(app, chatId="oc_dm", text="over the long connection")
+        await feishu.wait_events(1)
+        assert (await feishu.send("s1", "hi", peer_id="oc_dm")).status_code == 200
+        tickets = list(feishu.emulator.issued_tickets)
+        tokens = set(feishu.emulator.tokens)
+    written = stream.getvalue()
+    assert tickets, "no long connection was made: the check would be vacuous"
+    assert "debug" in written.lower(), "nothing was logged at debug: the check would be vacuous"
+    for secret in [*tickets, *tokens, "ws-app-secret-debug"]:
+        assert secret not in written, f"{secret!r} was logged"
+    if websockets_debug:
+        assert "ticket=***" in written, "the handshake was not logged: the check would be vacuous"
+
+
+def test_redact_masks_credentials_in_urls_headers_and_bearer_values() -> None:
+    """Query credentials, URL passwords, Authorization/Cookie headers and Bearer values."""
+    line = (
+        "GET wss://h/ws?device_id=7&service_id=3&ticket=T1&access_token=T2#f "
+        "https://user:pw@h/x?sign=S&timestamp=1\n> Authorization: Bearer B1\ncookie=C1 bearer B2"
+    )
+    assert redact(line) == (
+        "GET wss://h/ws?device_id=7&service_id=3&ticket=***&access_token=***#f "
+        "https://user:***@h/x?sign=***&timestamp=1\n> Authorization: ***\ncookie=***"
+    )
+    assert redact("sent with bearer B2, then") == "sent with bearer ***, then"

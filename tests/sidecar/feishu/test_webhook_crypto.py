@@ -51,7 +51,7 @@ def test_challenge_with_a_wrong_token_is_refused() -> None:
     body = json.dumps({"challenge": "c", "token": "other", "type": "url_verification"}).encode()
     with pytest.raises(ApiProblem) as caught:
         open_webhook(body, {}, WebhookSecrets(verification_token=TOKEN))
-    assert (caught.value.status, caught.value.code) == (401, "invalid_token")
+    assert (caught.value.status, caught.value.code) == (401, "unauthorized")
 
 
 def test_encrypted_event_is_opened() -> None:
@@ -76,7 +76,7 @@ def test_bad_or_missing_signature_is_401(change: str) -> None:
         headers = {}
     with pytest.raises(ApiProblem) as caught:
         open_webhook(body, headers, SECRETS)
-    assert (caught.value.status, caught.value.code) == (401, "invalid_signature")
+    assert (caught.value.status, caught.value.code) == (401, "unauthorized")
 
 
 def test_wrong_verification_token_in_event_is_401() -> None:
@@ -84,7 +84,7 @@ def test_wrong_verification_token_in_event_is_401() -> None:
     body, headers = encrypted(v2(token="forged"))
     with pytest.raises(ApiProblem) as caught:
         open_webhook(body, headers, SECRETS)
-    assert (caught.value.status, caught.value.code) == (401, "invalid_token")
+    assert (caught.value.status, caught.value.code) == (401, "unauthorized")
 
 
 def test_event_encrypted_with_another_key_is_refused() -> None:
@@ -101,13 +101,42 @@ def test_plain_event_with_token_only() -> None:
     assert opened.body["header"] == {"event_id": "e", "token": TOKEN}
 
 
-def test_malformed_bodies_are_400() -> None:
-    """Not JSON (or too deep to parse), or encrypted while no key is configured: 400."""
+def test_unsigned_malformed_bodies_get_the_one_401() -> None:
+    """Not JSON (or too deep to parse), or encrypted while no key is configured: unsigned, these
+    are refused like any unauthenticated request, with the same 401."""
     for junk in (b"{nope", b"[" * 100_000, b"\xff\xfe"):
         with pytest.raises(ApiProblem) as caught:
             open_webhook(junk, {}, SECRETS)
-        assert caught.value.status == 400
+        assert (caught.value.status, caught.value.code) == (401, "unauthorized")
     body, headers = encrypted(v2())
     with pytest.raises(ApiProblem) as caught:
         open_webhook(body, headers, WebhookSecrets(verification_token=TOKEN))
-    assert caught.value.status == 400
+    assert (caught.value.status, caught.value.code) == (401, "unauthorized")
+
+
+def test_signed_malformed_bodies_are_400() -> None:
+    """A validly signed body comes from the key holder: what is wrong with it may be said."""
+    for junk in (b"{nope", b'{"encrypt": "bm90IGEgYmxvY2s="}'):
+        headers = {
+            "x-lark-request-timestamp": "1",
+            "x-lark-request-nonce": "n",
+            "x-lark-signature": emulator.sign("1", "n", KEY, junk),
+        }
+        with pytest.raises(ApiProblem) as caught:
+            open_webhook(junk, headers, SECRETS)
+        assert (caught.value.status, caught.value.code) == (400, "invalid_json")
+
+
+def test_signature_is_checked_before_decrypting(monkeypatch: pytest.MonkeyPatch) -> None:
+    """With a wrong signature the body is never decrypted (no padding oracle to time)."""
+    from connector_sidecar.drivers.feishu import webhook
+
+    def no_decrypt(*args: object) -> bytes:
+        raise AssertionError("decrypted before the signature was checked")
+
+    monkeypatch.setattr(webhook, "decrypt", no_decrypt)
+    body, headers = encrypted(v2())
+    headers["x-lark-signature"] = "0" * 64
+    with pytest.raises(ApiProblem) as caught:
+        open_webhook(body, headers, SECRETS)
+    assert caught.value.status == 401

@@ -169,6 +169,54 @@ async def test_send_answers(mock: respx.MockRouter, ilink: IlinkClient) -> None:
 
 @pytest.mark.anyio
 @pytest.mark.parametrize(
+    ("body", "error"),
+    [
+        ({"errcode": -14}, -14),  # the reference: sent; us: the dead-login answer it is
+        ({"errcode": -1, "errmsg": "x"}, -1),  # the reference: sent; us: refused
+        ({"ret": 0, "errcode": -1}, None),  # the reference and us: sent
+        ({"ret": 0, "errcode": -14}, None),
+        ({"ret": -1, "errcode": 0}, -1),
+    ],
+    ids=["errcode-14-no-ret", "errcode-no-ret", "ret0-errcode", "ret0-errcode-14", "ret-only"],
+)
+async def test_send_answers_with_errcode(
+    mock: respx.MockRouter, ilink: IlinkClient, body: dict[str, int | str], error: int | None
+) -> None:
+    """sendmessage reads ``ret`` first as the reference does; errcode decides only without ret."""
+    mock.post(f"{BASE}/ilink/bot/sendmessage").respond(json=body)
+    if error is None:
+        assert await ilink.send_message(BASE, "tok", {}) == body
+        return
+    with pytest.raises(IlinkApiError) as caught:
+        await ilink.send_message(BASE, "tok", {})
+    assert caught.value.code == error
+    assert caught.value.stale_token == (error == -14)
+
+
+@pytest.mark.anyio
+async def test_the_route_tag_goes_on_every_call(mock: respx.MockRouter) -> None:
+    """With a route tag, SKRouteTag is on the QR fetch, the QR status GET and every bot call;
+    without one there is no such header."""
+    qr = mock.post(f"{BASE}/ilink/bot/get_bot_qrcode").respond(json={"qrcode": "q"})
+    status = mock.get(f"{BASE}/ilink/bot/get_qrcode_status").respond(json={"status": "wait"})
+    updates = mock.post(f"{BASE}/ilink/bot/getupdates").respond(json={"ret": 0})
+    send = mock.post(f"{BASE}/ilink/bot/sendmessage").respond(json={"ret": 0})
+    notify = mock.post(f"{BASE}/ilink/bot/msg/notifystart").respond(json={"ret": 0})
+    routes = (qr, status, updates, send, notify)
+    async with httpx.AsyncClient() as http:
+        for tag in ("route-7", None):
+            ilink = IlinkClient(http, bot_agent="a/1", route_tag=tag)
+            await ilink.get_bot_qrcode(BASE, [])
+            await ilink.get_qrcode_status(BASE, "q", verify_code=None, timeout_s=5)
+            await ilink.get_updates(BASE, "tok", "", timeout_s=5)
+            await ilink.send_message(BASE, "tok", {})
+            await ilink.notify(BASE, "tok", "notifystart")
+            for route in routes:
+                assert route.calls.last.request.headers.get("skroutetag") == tag, route
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize(
     ("response", "status"),
     [
         (httpx.Response(200, content=b""), 200),

@@ -14,6 +14,7 @@ import httpx
 import pytest
 import respx
 
+from connector_sidecar.config import ConfigError, Settings
 from connector_sidecar.sending import vendor_key
 
 from .conftest import VENDOR_BASE as BASE
@@ -347,3 +348,34 @@ async def test_an_empty_cursor_is_not_adopted(
         cursors = [json.loads(c.request.content)["get_updates_buf"] for c in updates.calls[:4]]
         assert cursors == ["", "b1", "b1", "b1"]
         assert await weixin.state("wx1", "cursor") == "b1"
+
+
+@pytest.mark.anyio
+async def test_weixin_route_tag_reaches_every_call(
+    vendor: respx.MockRouter, make_weixin: WeixinFactory
+) -> None:
+    """WEIXIN_ROUTE_TAG is sent as SKRouteTag on pairing, polling and sending."""
+    updates = vendor.post(f"{BASE}/ilink/bot/getupdates").mock(
+        side_effect=answers(httpx.Response(200, json=ONE_MESSAGE))
+    )
+    send = vendor.post(f"{BASE}/ilink/bot/sendmessage").respond(json={"ret": 0})
+    settings = Settings.from_env(
+        {"EXTERNAL_CONNECTOR_TOKEN": "t" * 16, "WEIXIN_ROUTE_TAG": "sk-route-9"}
+    )
+    async with make_weixin(emulator=None, weixin_route_tag=settings.weixin_route_tag) as weixin:
+        await weixin.connect()
+        await weixin.wait_events(1)
+        assert (await weixin.send("out_rt:1", "hi", peer_id="u1@im.wechat")).status_code == 200
+    calls = [c for route in vendor.routes for c in route.calls]
+    assert updates.calls
+    assert send.calls
+    assert len(calls) >= 5
+    assert {c.request.headers.get("skroutetag") for c in calls} == {"sk-route-9"}
+
+
+@pytest.mark.parametrize("value", ["tag\u00e9", "tag\x7f"])
+def test_a_route_tag_that_is_no_header_value_is_refused(value: str) -> None:
+    """A route tag must be printable ASCII: ConfigError naming WEIXIN_ROUTE_TAG."""
+    with pytest.raises(ConfigError) as caught:
+        Settings.from_env({"EXTERNAL_CONNECTOR_TOKEN": "t" * 16, "WEIXIN_ROUTE_TAG": value})
+    assert caught.value.name == "WEIXIN_ROUTE_TAG"

@@ -239,3 +239,28 @@ async def test_restart_resumes_from_the_stored_cursor(make_weixin: WeixinFactory
             r["json"]["get_updates_buf"] for r in second.vendor_requests("getupdates")
         ]
         assert "" not in restarted_polls[1:]
+
+
+@pytest.mark.anyio
+async def test_a_lone_surrogate_is_stored_repaired_and_does_not_block_its_batch(
+    weixin: WeixinSidecar,
+) -> None:
+    """A message whose text and quote hold "\\ud800" is stored with U+FFFD and flagged
+    ``textRepaired``; the good message of the same batch is stored too and the cursor moves."""
+    emulator = weixin.ilink
+    _, bot = await weixin.pair("wx1")
+    emulator.configure(bot, batch_size=2)
+    poisoned = [
+        {"type": 1, "text_item": {"text": "bad \ud800 text"}},
+        {"type": 1, "ref_msg": {"svr_id": 5, "title": "quote \udfff"}},
+    ]
+    emulator.push(bot, "u1@im.wechat", items=poisoned)
+    emulator.push(bot, "u1@im.wechat", "good")
+    events = await weixin.wait_events(2)
+    assert [e["content"] for e in events] == ["bad \ufffd text", "good"]
+    assert events[0]["metadata"]["textRepaired"] is True
+    assert events[0]["metadata"]["quoted"]["title"] == "quote \ufffd"
+    assert "textRepaired" not in events[1]["metadata"]
+    cursor = await weixin.state("wx1", "cursor")
+    assert cursor is not None
+    assert base64.b64decode(cursor).decode() == f"emu:{bot}:2"

@@ -155,6 +155,28 @@ def test_quotes_become_metadata_quoted() -> None:
     assert inbound.metadata["quoted"] == {"messageId": "123"}
 
 
+@pytest.mark.parametrize(
+    ("ref", "expected"),
+    [
+        ({"message_item": {**text("orig"), "msg_id": 7394000000000000005}}, "7394000000000000005"),
+        ({"svr_id": " ", "message_item": {**text("orig"), "msg_id": " 42 "}}, "42"),
+        ({"svr_id": "9", "message_item": {**text("orig"), "msg_id": "42"}}, "9"),
+        ({"message_item": text("orig")}, None),
+    ],
+    ids=["msg_id-only", "blank-svr_id", "svr_id-wins", "neither"],
+)
+def test_a_quote_without_svr_id_falls_back_to_the_items_msg_id(
+    ref: dict[str, Any], expected: str | None
+) -> None:
+    """The quoted id is svr_id, else the quoted item's msg_id (trimmed), as the reference reads it."""
+    quoting = text("reply")
+    quoting["ref_msg"] = ref
+    inbound = normalise(message(quoting), bot_id=BOT)
+    assert inbound is not None
+    assert inbound.metadata["quoted"]["messageId"] == expected
+    assert inbound.metadata["quoted"]["content"] == "orig"
+
+
 def test_the_bots_own_and_empty_messages_are_dropped() -> None:
     """From the bot, of type BOT, without a sender or without usable items: None."""
     assert normalise(message(text("x"), from_user_id=BOT), bot_id=BOT) is None

@@ -132,6 +132,34 @@ async def test_other_ret_is_a_recorded_refusal(weixin: WeixinSidecar) -> None:
 
 
 @pytest.mark.anyio
+@pytest.mark.parametrize(
+    ("answer", "status"),
+    [
+        ({"ret": -3, "errmsg": "bad \ud800"}, 502),
+        ({"ret": -14, "errmsg": "gone \ud800"}, 409),
+    ],
+    ids=["refused", "login-ended"],
+)
+async def test_a_vendor_error_message_with_a_lone_surrogate_is_recorded(
+    weixin: WeixinSidecar, answer: dict[str, object], status: int
+) -> None:
+    """WeChat's errmsg is vendor text too: a lone surrogate in it is recorded as U+FFFD, and the
+    refusal (or the dead login) is answered, never a 500."""
+    emulator = weixin.ilink
+    bot, _ = await _paired_with_inbound(weixin)
+    emulator.inject(bot, "sendmessage", {"json": answer})
+    response = await weixin.send("out_wx:s1:odd", "hello", peer_id=PEER)
+    assert response.status_code == status, response.text
+    if status == 502:
+        assert "bad \ufffd" in response.json()["detail"]
+        again = await weixin.send("out_wx:s1:odd", "hello", peer_id=PEER)
+        assert again.status_code == 502
+    else:
+        connection = (await weixin.api.get("/connections/wx1")).json()
+        assert "gone \ufffd" in connection["lastError"]
+
+
+@pytest.mark.anyio
 async def test_empty_body_and_5xx_are_retried_with_the_same_client_id(
     weixin: WeixinSidecar,
 ) -> None:

@@ -28,6 +28,7 @@ import dataclasses
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from connector_contracts import ConnectorInfo, SendTarget
+from connector_sidecar._text import storable_text
 
 if TYPE_CHECKING:
     from starlette.routing import BaseRoute
@@ -49,7 +50,14 @@ __all__ = [
 
 
 class SendError(Exception):
-    """Base of what :meth:`Driver.send` raises; ``str()`` is safe to show to a host."""
+    """Base of what :meth:`Driver.send` raises; ``str()`` is safe to show to a host and to store.
+
+    The message often quotes the vendor (its errmsg), so it is made storable here, once for all
+    drivers: a lone surrogate becomes U+FFFD (``_text``).
+    """
+
+    def __init__(self, message: str) -> None:
+        super().__init__(storable_text(message))
 
 
 class TransientSendError(SendError):
@@ -60,6 +68,7 @@ class TransientSendError(SendError):
 
 class RejectedSendError(SendError):
     def __init__(self, code: str, detail: str) -> None:
+        code, detail = storable_text(code), storable_text(detail)
         super().__init__(f"{code}: {detail}" if detail else code)
         self.code = code
         self.detail = detail

@@ -3,7 +3,7 @@
 protocols/feishu.md §2-§4, §7.1. Errors, by what the caller should do::
 
     FeishuError
-    ├── FeishuUnavailable     network, HTTP 5xx, rate limits (99991400, 230020, 11232, HTTP 429),
+    ├── FeishuUnavailable     network, HTTP 5xx, rate limits (RATE_LIMIT_CODES, HTTP 429),
     │                         230049 "being sent": try again later (``retry_after`` when known)
     ├── CredentialsRejected   the token endpoint refused app_id/app_secret: the login is dead
     └── FeishuApiError        any other non-zero ``code``: the vendor refused this request
@@ -48,11 +48,17 @@ log = logging.getLogger(__name__)
 # 99991661 missing/malformed, 99991663 invalid or expired; the Python SDK's channel layer
 # also counts 64/65/66/68 as token-invalid [sdk channel/errors.py].
 TOKEN_INVALID_CODES = frozenset({99991661, 99991663, 99991664, 99991665, 99991666, 99991668})
-# Frequency limits (§4.3). 99991400 with HTTP 400 is the app-level limit in the vendor doc text
-# embedded in node-sdk [sdk]; 230020 and 11232 are send limits per OpenClaw and the vendor's
-# message texts [oc][3rd-party]. The SDKs' channel layers read 99991400/230020 otherwise; we
-# follow the vendor.
-RATE_LIMIT_CODES = frozenset({99991400, 230020, 11232})
+# Frequency limits (§4.3), all retried later with backoff, one by one:
+# - 99991400: the app-level request frequency limit, with HTTP 400, in the vendor doc text
+#   embedded in node-sdk [sdk-embedded doc]. lark-oapi's channel layer files it under permission
+#   denied; we follow the vendor's own text (a denial would come back on the retry anyway).
+# - 99991402: "too many requests" backpressure in lark-oapi's channel layer [sdk].
+# - 11020, 11021: the same, per lark-oapi's channel layer [sdk]; what each one limits is
+#   [unconfirmed].
+# - 230020: "This operation triggers the frequency limit", the vendor message text; lark-oapi's
+#   channel layer files it under target revoked, OpenClaw as a send limit [oc][3rd-party].
+# - 11232: a message send limit per OpenClaw [oc].
+RATE_LIMIT_CODES = frozenset({99991400, 99991402, 11020, 11021, 230020, 11232})
 # 230049 "the message is being sent" [3rd-party code table]: the outcome is unknown, so retry
 # with the same uuid.
 IN_FLIGHT_CODES = frozenset({230049})
@@ -62,6 +68,9 @@ REPLY_TARGET_GONE_CODES = frozenset({230011, 231003})
 WS_ENDPOINT_RETRY_CODES = frozenset({1, 1000040343})
 
 MAX_RETRY_AFTER = 60.0  # the Python SDK caps Retry-After at 60 s
+# The gateway's own hint on a limited answer: seconds until the quota resets [doc, unconfirmed].
+# Read when there is no Retry-After, with the same cap.
+RATELIMIT_RESET_HEADER = "x-ogw-ratelimit-reset"
 TOKEN_REFRESH_MARGIN = 600.0  # refresh 10 min before expiry (the Python SDK's margin)
 
 
@@ -462,14 +471,18 @@ def _unavailable(response: httpx.Response, body: Mapping[str, Any], what: str) -
 
 
 def _retry_after(response: httpx.Response) -> float | None:
-    value = response.headers.get("retry-after")
-    if value is None:
-        return None
-    try:
-        seconds = float(value)
-    except ValueError:
-        return None
-    return max(0.0, min(seconds, MAX_RETRY_AFTER))
+    """Seconds to wait: ``Retry-After``, else ``x-ogw-ratelimit-reset``; None when neither reads."""
+    for name in ("retry-after", RATELIMIT_RESET_HEADER):
+        value = response.headers.get(name)
+        if value is None or not value.isascii():  # float() reads other scripts' digits too
+            continue
+        try:
+            seconds = float(value)
+        except ValueError:
+            continue
+        if seconds == seconds:  # not NaN
+            return max(0.0, min(seconds, MAX_RETRY_AFTER))
+    return None
 
 
 def _sent(body: Mapping[str, Any], uuid: str) -> SentMessage:

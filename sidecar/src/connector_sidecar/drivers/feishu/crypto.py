@@ -1,7 +1,9 @@
 """Webhook ("send events to developer server") crypto: AES-256-CBC decryption and the signature.
 
 protocols/feishu.md §6.2-6.4, from the docs and both SDKs [doc][sdk]. Decryption: key = SHA-256(Encrypt Key); the base64 body is
-``IV (16 bytes) || ciphertext``; PKCS#7 padding checked in full. Signature: lowercase hex of
+``IV (16 bytes) || ciphertext``; PKCS#7 padding checked in full by ``cryptography``'s unpadder.
+A caller must not tell a padding failure apart from any other failure of an unauthenticated
+request (``webhook.py`` answers them all alike): that difference is a padding oracle. Signature: lowercase hex of
 plain SHA-256 (not HMAC) over ``timestamp + nonce + encrypt_key`` followed by the raw body
 bytes, compared in constant time.
 """
@@ -13,6 +15,7 @@ import binascii
 import hashlib
 import hmac
 
+from cryptography.hazmat.primitives import padding
 from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 
 __all__ = [
@@ -42,10 +45,11 @@ def decrypt(encrypted: str, encrypt_key: str) -> bytes:
     key = hashlib.sha256(encrypt_key.encode()).digest()
     decryptor = Cipher(algorithms.AES(key), modes.CBC(raw[:_BLOCK])).decryptor()
     padded = decryptor.update(raw[_BLOCK:]) + decryptor.finalize()
-    pad = padded[-1]
-    if not 1 <= pad <= _BLOCK or padded[-pad:] != bytes([pad]) * pad:
-        raise DecryptError("bad padding: wrong Encrypt Key?")
-    return padded[:-pad]
+    unpadder = padding.PKCS7(algorithms.AES.block_size).unpadder()
+    try:
+        return unpadder.update(padded) + unpadder.finalize()
+    except ValueError:
+        raise DecryptError("bad padding: wrong Encrypt Key?") from None
 
 
 def signature(timestamp: str, nonce: str, encrypt_key: str, body: bytes) -> str:
@@ -63,4 +67,7 @@ def verify_signature(
 
 
 def constant_time_equal(expected: str, presented: str) -> bool:
-    return hmac.compare_digest(expected.encode(), presented.encode())
+    """Compare in constant time; any ``str`` compares (a lone surrogate is unequal, never raises)."""
+    return hmac.compare_digest(
+        expected.encode("utf-8", "surrogatepass"), presented.encode("utf-8", "surrogatepass")
+    )

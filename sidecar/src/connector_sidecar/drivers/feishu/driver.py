@@ -52,6 +52,7 @@ from connector_sidecar.drivers.feishu.inbound import (
     parse_envelope,
     render_content,
 )
+from connector_sidecar.drivers.feishu.markdown import post_content
 from connector_sidecar.drivers.feishu.options import (
     OPTIONS_SCHEMA,
     ConnectionConfig,
@@ -525,7 +526,9 @@ class FeishuDriver(Driver):
             ),
         )
         if opened.challenge is not None:
-            return JSONResponse({"challenge": opened.challenge})
+            # Escaped to ASCII: the challenge is echoed as it came, even a lone surrogate.
+            challenge = json.dumps({"challenge": opened.challenge})
+            return Response(challenge, media_type="application/json")
         envelope = parse_envelope(opened.body)
         if envelope is None:
             return JSONResponse({"msg": "success"})  # legacy v1 events are not messages
@@ -604,10 +607,7 @@ class FeishuDriver(Driver):
 def _content(text: str, message_type: str) -> tuple[str, str]:
     """``msg_type`` and the JSON *string* ``content`` of a chunk."""
     if message_type == "markdown":
-        # A post with one ``md`` element renders Markdown [3rd-party, widely used; the stored
-        # docs only show text/a/at tags]. No outer {"post": …} wrapper: that is a 230001 [sdk].
-        post = {"zh_cn": {"title": "", "content": [[{"tag": "md", "text": text}]]}}
-        return "post", json.dumps(post, ensure_ascii=False)
+        return "post", post_content(text)  # md rows, split at code fences (markdown.py)
     return "text", json.dumps({"text": text}, ensure_ascii=False)
 
 

@@ -97,6 +97,13 @@ def _mentions(raw: Any) -> list[_Mention]:
     return found
 
 
+# p2p and group are documented. A topic group ("话题群", every message in a topic) is "topic"
+# in lark-oapi's channel types [sdk] and "topic_group" in third-party code [3rd-party]: both are
+# groups with threads.
+TOPIC_CHAT_TYPES = frozenset({"topic", "topic_group"})
+_PEER_TYPES = {"p2p": "dm", "group": "group"} | dict.fromkeys(TOPIC_CHAT_TYPES, "group")
+
+
 def map_message(
     envelope: Envelope, *, bot_open_id: str | None, require_mention: bool
 ) -> InboundMessage | Dropped:
@@ -118,8 +125,12 @@ def map_message(
         return Dropped("the bot's own message")
 
     chat_type = as_str(message.get("chat_type")) or ""
-    # p2p and group are documented; topic groups' chat_type is [unconfirmed].
-    peer_type = {"p2p": "dm", "group": "group", "topic_group": "group"}.get(chat_type, "unknown")
+    peer_type = _PEER_TYPES.get(chat_type, "unknown")
+    thread_id = as_str(message.get("thread_id"))
+    if chat_type in TOPIC_CHAT_TYPES and thread_id is None:
+        # In a topic group every message belongs to a topic. Without a thread_id the topic is
+        # its root message, or this message when it starts one [unconfirmed: thread_id absent].
+        thread_id = as_str(message.get("root_id")) or message_id
     mentions = _mentions(message.get("mentions"))
     bot_mentioned = bool(bot_open_id) and any(m.open_id == bot_open_id for m in mentions)
     if peer_type != "dm" and require_mention and not bot_mentioned:
@@ -153,7 +164,7 @@ def map_message(
         user_id=sender_open_id
         or as_str(sender_ids.get("user_id"))
         or as_str(sender_ids.get("union_id")),
-        thread_id=as_str(message.get("thread_id")),
+        thread_id=thread_id,
         message_type=_TYPES.get(feishu_type, feishu_type),
         content=content,
         timestamp=_timestamp(message.get("create_time")) or _timestamp(envelope.create_time),

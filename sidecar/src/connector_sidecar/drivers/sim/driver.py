@@ -216,7 +216,7 @@ class SimDriver(Driver):
         return connection
 
     async def _inbound(self, request: Request) -> Response:
-        body = await read_json(request, SimInboundMessage)
+        body = await read_json(request, SimInboundMessage, vendor_text=True)
         connection = await self._connection(request)
         if connection.status != "connected":
             raise ApiProblem(409, "connection_not_ready", f"the connection is {connection.status}")
@@ -237,9 +237,8 @@ class SimDriver(Driver):
                 )
             ],
         )
-        return _json(
-            SimInboundAccepted(event_id=result.event_id, message_id=message_id), status=202
-        )
+        stored_id = result.message.message_id  # as stored: repaired if it had to be
+        return _json(SimInboundAccepted(event_id=result.event_id, message_id=stored_id), status=202)
 
     async def _sent(self, request: Request) -> Response:
         connection = await self._connection(request)

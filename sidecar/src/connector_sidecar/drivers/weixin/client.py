@@ -9,6 +9,10 @@ Errors::
     IlinkError
     ├── IlinkTransportError   network, timeout, non-2xx, empty or non-JSON body
     └── IlinkApiError         a JSON answer with ``ret`` or ``errcode`` present and non-zero
+                              (sendmessage: see :func:`check_send_answer`)
+
+With a route tag configured (``WEIXIN_ROUTE_TAG``), every call carries it as ``SKRouteTag``, GET
+and POST alike, as the reference's ``buildCommonHeaders`` does.
 
 The bot token is passed per call and never logged or put into an error message.
 """
@@ -18,6 +22,7 @@ from __future__ import annotations
 import base64
 import json
 import secrets
+from collections.abc import Callable
 from typing import Any
 
 import httpx
@@ -38,6 +43,8 @@ __all__ = [
     "IlinkTransportError",
     "as_id",
     "as_int",
+    "check_api_error",
+    "check_send_answer",
     "join_url",
     "random_uin",
 ]
@@ -145,13 +152,33 @@ def as_int(value: Any) -> int | None:
 def check_api_error(body: dict[str, Any]) -> None:
     """An API error is ``ret`` present and non-zero, or ``errcode`` present and non-zero.
 
-    That is the reference's rule for getupdates (``monitor.ts``). For sendmessage it checks
-    ``ret`` only; we apply the same rule there too, so that a refusal carried in ``errcode``
-    alone is never reported as sent (our choice).
+    That is the reference's rule for getupdates (``monitor.ts``), used for every call but
+    sendmessage (:func:`check_send_answer`).
     """
     ret = as_int(body.get("ret"))
     errcode = as_int(body.get("errcode"))
     if ret or errcode:
+        errmsg = body.get("errmsg")
+        raise IlinkApiError(ret, errcode, errmsg if isinstance(errmsg, str) else "")
+
+
+def check_send_answer(body: dict[str, Any]) -> None:
+    """What a ``sendmessage`` answer means; the reference (2.4.9 ``api.ts``) reads ``ret`` only.
+
+    - ``ret`` present and non-zero: an API error, as in the reference.
+    - ``ret`` present and 0: sent, as in the reference, whatever ``errcode`` says (an
+      ``{"ret": 0, "errcode": -1}`` is logged by the caller, not refused): the server said it
+      took the message, and reporting a refusal would make a host send it again, twice on the
+      user's screen.
+    - ``ret`` absent and ``errcode`` non-zero (``{"errcode": -14}``): an API error. **This
+      differs from the reference**, which reports it as sent. Such an answer carries no
+      message id and no sign of delivery, and -14 is the dead-login answer of every other
+      call: reporting it as sent would lose the message without a word (our choice, so the send
+      ledger stays truthful; the reference notices the dead login at its next getupdates).
+    """
+    ret = as_int(body.get("ret"))
+    errcode = as_int(body.get("errcode"))
+    if ret or (ret is None and errcode):
         errmsg = body.get("errmsg")
         raise IlinkApiError(ret, errcode, errmsg if isinstance(errmsg, str) else "")
 
@@ -169,8 +196,11 @@ def _retry_after(response: httpx.Response) -> float | None:
 class IlinkClient:
     """One method per iLink call; ``base_url`` and ``token`` per call (one client, many bots)."""
 
-    def __init__(self, http: httpx.AsyncClient, *, bot_agent: str) -> None:
+    def __init__(
+        self, http: httpx.AsyncClient, *, bot_agent: str, route_tag: str | None = None
+    ) -> None:
         self.http = http
+        self.route_tag = route_tag
         # A UA-style "Name/Version (comment)", at most 256 bytes, for the vendor's observability.
         self.base_info = {
             "channel_version": CHANNEL_VERSION,
@@ -209,6 +239,8 @@ class IlinkClient:
         params: dict[str, str] | None = None,
     ) -> dict[str, Any]:
         content = None if body is None else json.dumps(body, ensure_ascii=False).encode()
+        if self.route_tag:
+            headers = {**headers, "SKRouteTag": self.route_tag}
         try:
             response = await self.http.request(
                 method,
@@ -245,7 +277,14 @@ class IlinkClient:
         return parsed
 
     async def _post_bot(
-        self, base_url: str, path: str, token: str, body: dict[str, Any], *, timeout_s: float
+        self,
+        base_url: str,
+        path: str,
+        token: str,
+        body: dict[str, Any],
+        *,
+        timeout_s: float,
+        check: Callable[[dict[str, Any]], None] = check_api_error,
     ) -> dict[str, Any]:
         answer = await self._request(
             "POST",
@@ -254,7 +293,7 @@ class IlinkClient:
             body={**body, "base_info": self.base_info},
             timeout_s=timeout_s,
         )
-        check_api_error(answer)
+        check(answer)
         return answer
 
     # -- QR login ---------------------------------------------------------------------------------
@@ -307,7 +346,12 @@ class IlinkClient:
 
     async def send_message(self, base_url: str, token: str, msg: dict[str, Any]) -> dict[str, Any]:
         return await self._post_bot(
-            base_url, "ilink/bot/sendmessage", token, {"msg": msg}, timeout_s=SEND_TIMEOUT
+            base_url,
+            "ilink/bot/sendmessage",
+            token,
+            {"msg": msg},
+            timeout_s=SEND_TIMEOUT,
+            check=check_send_answer,
         )
 
     async def notify(

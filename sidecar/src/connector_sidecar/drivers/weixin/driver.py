@@ -10,14 +10,17 @@ A send maps the server's answer onto the ledger's errors:
 ==========================================  ===========================================
 answer                                      outcome
 ==========================================  ===========================================
-``ret``/``errcode`` -14                     :class:`LoginExpiredError` (409, ``auth_expired``)
+``ret`` -14, or no ``ret`` and ``errcode``  :class:`LoginExpiredError` (409, ``auth_expired``)
+-14 (the reference would say sent: see
+``client.check_send_answer``)
 ``ret`` -2                                  :class:`DeferredSendError` (202, sent when the
                                             peer next writes) [3rd-party: reply window]
-other ``ret`` ≠ 0                           :class:`RejectedSendError` (502, code = ret)
+other ``ret`` ≠ 0, or no ``ret`` and        :class:`RejectedSendError` (502, code = ret or
+another ``errcode`` ≠ 0                     errcode)
 HTTP 4xx (not 408/425/429)                  :class:`RejectedSendError` (``http_<status>``)
 network, timeout, 5xx, 408/425/429, empty   :class:`TransientSendError`: retried with the
 or non-JSON body                            same ``client_id``
-``{}`` or ``ret`` 0                         sent
+``{}``, or ``ret`` 0 whatever ``errcode``   sent (an ``errcode`` beside ``ret`` 0 is logged)
 ==========================================  ===========================================
 
 An empty body is a failure, never a success (the reference throws on it). We cannot tell
@@ -52,6 +55,7 @@ from connector_sidecar.drivers.weixin.client import (
     IlinkClient,
     IlinkTransportError,
     as_id,
+    as_int,
 )
 from connector_sidecar.drivers.weixin.inbound import Poller, PollTiming, Sleep, context_token_key
 from connector_sidecar.drivers.weixin.markdown import wechat_safe_markdown
@@ -106,6 +110,7 @@ class WeixinDriver(Driver):
             self._client = IlinkClient(
                 self.ctx.http_client(kind=self.kind, transport=self.transport),
                 bot_agent=f"connector-sidecar/{__version__}",
+                route_tag=self.ctx.settings.weixin_route_tag,
             )
         return self._client
 
@@ -203,5 +208,8 @@ class WeixinDriver(Driver):
             if status is not None and 400 <= status < 500 and status not in _RETRYABLE_4XX:
                 raise RejectedSendError(f"http_{status}", str(exc)) from None
             raise TransientSendError(str(exc), retry_after=exc.retry_after) from None
+        if errcode := as_int(answer.get("errcode")):
+            # ret 0 with an errcode: sent, as the reference reads it (client.check_send_answer).
+            log.warning("send %s: WeChat answered ret 0 with errcode %s", chunk.request_id, errcode)
         # `{}` and a missing ret count as success (the reference); the id is then our client_id.
         return as_id(answer.get("message_id")) or client_id

@@ -192,16 +192,28 @@ def _body(items: list[dict[str, Any]]) -> _Body | None:
     return None
 
 
+def _trimmed_id(value: Any) -> str | None:
+    text = as_id(value)
+    if text is None:
+        return None
+    return text.strip() or None
+
+
 def _quoted(items: list[dict[str, Any]]) -> dict[str, Any] | None:
-    """``ref_msg`` of the first item that has one; newer clients may send only ``svr_id``."""
+    """``ref_msg`` of the first item that has one; newer clients may send only ``svr_id``.
+
+    The quoted message's id is ``svr_id``, else the quoted item's own ``msg_id``: the
+    reference's order (``inbound.ts``), both trimmed.
+    """
     for item in items:
         ref = as_dict(item.get("ref_msg"))
         if not ref:
             continue
-        quoted: dict[str, Any] = {"messageId": as_id(ref.get("svr_id"))}
+        inner = as_dict(ref.get("message_item"))
+        message_id = _trimmed_id(ref.get("svr_id")) or _trimmed_id(inner.get("msg_id"))
+        quoted: dict[str, Any] = {"messageId": message_id}
         if title := as_str(ref.get("title")):
             quoted["title"] = title
-        inner = as_dict(ref.get("message_item"))
         body = _body([inner]) if inner else None
         if body is not None:
             quoted["messageType"] = body.message_type
