@@ -59,10 +59,17 @@ class DriverContext:
         return await self.store.db.run(self.store.sessions.get, session_id)
 
     async def update_session(self, session_id: str, **changes: Any) -> SessionRecord:
+        """Change a running session; one that has ended (possibly on another replica: a scan,
+        a cancel) stays as it ended, and the driver gets :class:`SessionClosedError`."""
         changes, _ = repaired(changes)  # vendor names and errors (see _text)
-        return await self.store.db.transaction(
-            lambda c: self.store.sessions.update(c, session_id, **changes)
-        )
+
+        def work(conn: Any) -> SessionRecord:
+            current = self.store.sessions.get(conn, session_id)
+            if current is not None and current.is_terminal:
+                raise SessionClosedError(current)
+            return self.store.sessions.update(conn, session_id, **changes)
+
+        return await self.store.db.transaction(work)
 
     def session_signal(self, session_id: str) -> asyncio.Event:
         """Set when the host acts on a session (a verify code); the driver clears it."""

@@ -46,6 +46,7 @@ __all__ = ["PairTiming", "Pairing", "save_session"]
 log = logging.getLogger(__name__)
 
 MAX_LOCAL_TOKENS = 10
+CODE_RECHECK_SECONDS = 1.0  # a verify code given on another replica is seen this soon
 
 
 @dataclasses.dataclass
@@ -127,9 +128,10 @@ class Pairing:
         code = state.get("verifyCode")
         signal = self.ctx.session_signal(self.session_id)
         if session.status == "verify_code_required" and not code:
-            # Wait for POST /verify-code (bounded by the session's deadline), then poll at once.
+            # Wait for POST /verify-code, then poll at once. The signal comes from this replica;
+            # a code given on another replica is in the session's state: look again each second.
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(signal.wait(), remaining)
+                await asyncio.wait_for(signal.wait(), min(remaining, CODE_RECHECK_SECONDS))
             signal.clear()
             return
         poll_base = state.get("pollBaseUrl") or self.base_url
