@@ -6,6 +6,7 @@ from connector_sidecar._clock import Clock
 from connector_sidecar.store.connections import ConnectionRecord, Connections
 from connector_sidecar.store.db import Database, DatabaseLockedError
 from connector_sidecar.store.ledger import LedgerEntry, SendLedger
+from connector_sidecar.store.media import MediaRecord, MediaTable
 from connector_sidecar.store.outbox import (
     EnqueueResult,
     InboundMessage,
@@ -25,6 +26,8 @@ __all__ = [
     "EnqueueResult",
     "InboundMessage",
     "LedgerEntry",
+    "MediaRecord",
+    "MediaTable",
     "Outbox",
     "OutboxRow",
     "SendLedger",
@@ -47,3 +50,4 @@ class Store:
         self.outbox = Outbox(clock)
         self.ledger = SendLedger(clock)
         self.state = ConnectionState(clock)
+        self.media = MediaTable(clock)
