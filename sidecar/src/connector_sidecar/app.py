@@ -21,11 +21,21 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from connector_sidecar._clock import Clock, Sleep, system_clock
 from connector_sidecar._secret import Secret
-from connector_sidecar.api import connections, connectors, deliveries, health, send, sessions
+from connector_sidecar.api import (
+    connections,
+    connectors,
+    deliveries,
+    health,
+    media,
+    send,
+    sessions,
+    typing,
+)
 from connector_sidecar.api._common import Services
 from connector_sidecar.config import Settings
 from connector_sidecar.delivery import DeliveryWorker
 from connector_sidecar.drivers import DRIVER_CLASSES
+from connector_sidecar.media import MediaCache
 from connector_sidecar.problems import ApiProblem, problem_response
 from connector_sidecar.runtime import Runtime
 from connector_sidecar.sending import Sender
@@ -102,12 +112,20 @@ def create_app(
     runtime = Runtime(settings, store, clock)
     for kind in settings.connectors:
         runtime.add_driver(DRIVER_CLASSES[kind](runtime.ctx))
-    sender = Sender(runtime, sleep=sleep)
+    media_cache = MediaCache(runtime)
+    sender = Sender(runtime, media_cache, sleep=sleep)
     worker = DeliveryWorker(
         settings, store, clock=clock, sleep=sleep, shutdown_grace_seconds=SHUTDOWN_GRACE_SECONDS
     )
     runtime.on_outbox(worker.notify)
-    svc = Services(settings=settings, store=store, runtime=runtime, sender=sender, delivery=worker)
+    svc = Services(
+        settings=settings,
+        store=store,
+        runtime=runtime,
+        sender=sender,
+        delivery=worker,
+        media=media_cache,
+    )
     svc.readiness_checks.append(worker.readiness)
 
     driver_routes: list[BaseRoute] = [r for d in runtime.drivers.values() for r in d.routes()]
@@ -117,6 +135,8 @@ def create_app(
         *sessions.routes,
         *connections.routes,
         *send.routes,
+        *media.routes,
+        *typing.routes,
         *deliveries.routes,
         *driver_routes,
     ]
@@ -142,6 +162,7 @@ def create_app(
             # store close; what is cut then stays pending, to resume after the next start.
             await asyncio.gather(sender.drain(SHUTDOWN_GRACE_SECONDS), worker.stop())
             await runtime.stop()
+            await sender.files.aclose()
             await store.db.close()
             log.info("sidecar stopped")
 

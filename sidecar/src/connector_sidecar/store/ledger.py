@@ -1,7 +1,11 @@
 """The send ledger: one row per requestId, so a send reaches the vendor at most once per chunk.
 
-``provider_ids`` grows by one as each chunk is accepted by the vendor, in the same commit, so a
-retry after a crash or a 503 resumes after the chunks already sent.
+``provider_ids`` grows by one as each part (a text chunk, then each attachment) is accepted by
+the vendor, in the same commit, so a retry after a crash or a 503 resumes after the parts
+already sent. ``parts`` (JSON) describes the attachments (``attachments``: kind, name, type,
+size, sha256; their bytes are files, not rows) and holds each finished upload (``uploads``: the
+attachment's index → the driver's record), written as soon as the vendor has the bytes, so a
+retry never uploads a finished part again either.
 
 Statuses: ``pending`` (started or interrupted; resumable), ``sent``, ``deferred`` (waiting for the
 peer to write again), ``failed`` (the vendor refused; final), ``expired`` (a deferred send dropped).
@@ -12,6 +16,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import sqlite3
+from typing import Any
 
 import msgspec
 
@@ -23,14 +28,22 @@ __all__ = ["LedgerEntry", "SendLedger", "fingerprint_of"]
 _encoder = msgspec.json.Encoder()
 _request_decoder = msgspec.json.Decoder(SendRequest)
 _ids_decoder = msgspec.json.Decoder(list[str])
+_parts_decoder = msgspec.json.Decoder(dict[str, Any])
 
 
-def fingerprint_of(request: SendRequest) -> str:
-    """What makes two sends with one requestId "the same": connection, target, content, type."""
-    material = _encoder.encode(
-        [request.connection_id, request.target, request.content, request.message_type]
-    )
-    return hashlib.sha256(material).hexdigest()
+def fingerprint_of(request: SendRequest, attachments: list[str] | None = None) -> str:
+    """What makes two sends with one requestId "the same": connection, target, content, type,
+    and the attachments (``attachments``: one digest each, by content; see ``outbound_media``).
+    A send without attachments keeps the fingerprint it had before attachments existed."""
+    fields: list[Any] = [
+        request.connection_id,
+        request.target,
+        request.content,
+        request.message_type,
+    ]
+    if attachments:
+        fields.append(attachments)
+    return hashlib.sha256(_encoder.encode(fields)).hexdigest()
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -48,6 +61,17 @@ class LedgerEntry:
     error_detail: str | None
     created_at: int
     updated_at: int
+    parts: dict[str, Any] = dataclasses.field(default_factory=dict, repr=False)
+
+    @property
+    def attachments(self) -> list[dict[str, Any]]:
+        value = self.parts.get("attachments")
+        return value if isinstance(value, list) else []
+
+    def upload_of(self, attachment_index: int) -> dict[str, Any] | None:
+        uploads = self.parts.get("uploads")
+        record = uploads.get(str(attachment_index)) if isinstance(uploads, dict) else None
+        return record if isinstance(record, dict) else None
 
 
 def _row(row: sqlite3.Row) -> LedgerEntry:
@@ -65,6 +89,7 @@ def _row(row: sqlite3.Row) -> LedgerEntry:
         error_detail=row["error_detail"],
         created_at=row["created_at"],
         updated_at=row["updated_at"],
+        parts=_parts_decoder.decode(row["parts"] or "{}"),
     )
 
 
@@ -79,21 +104,31 @@ class SendLedger:
         return _row(row) if row else None
 
     def create(
-        self, conn: sqlite3.Connection, request: SendRequest, chunk_count: int
+        self,
+        conn: sqlite3.Connection,
+        request: SendRequest,
+        chunk_count: int,
+        *,
+        fingerprint: str | None = None,
+        attachments: list[dict[str, Any]] | None = None,
     ) -> LedgerEntry:
+        """A new pending entry; ``request`` as it should be kept (without attachment bytes),
+        ``chunk_count`` counting every part, ``attachments`` their descriptions."""
         now = now_ms(self.clock)
+        parts = {"attachments": attachments, "uploads": {}} if attachments else {}
         conn.execute(
             "INSERT INTO send_ledger (request_id, connection_id, peer_id, fingerprint, request, status,"
-            " chunk_count, created_at, updated_at) VALUES (?, ?, ?, ?, ?, 'pending', ?, ?, ?)",
+            " chunk_count, created_at, updated_at, parts) VALUES (?, ?, ?, ?, ?, 'pending', ?, ?, ?, ?)",
             (
                 request.request_id,
                 request.connection_id,
                 request.target.peer_id,
-                fingerprint_of(request),
+                fingerprint or fingerprint_of(request),
                 _encoder.encode(request),
                 chunk_count,
                 now,
                 now,
+                _encoder.encode(parts).decode(),
             ),
         )
         entry = self.get(conn, request.request_id)
@@ -119,6 +154,27 @@ class SendLedger:
             (now, entry.connection_id),
         )
         return dataclasses.replace(entry, provider_ids=ids, updated_at=now)
+
+    def record_upload(
+        self,
+        conn: sqlite3.Connection,
+        request_id: str,
+        attachment_index: int,
+        record: dict[str, Any],
+    ) -> LedgerEntry:
+        """An attachment's bytes reached the vendor: keep what posting its message needs."""
+        entry = self.get(conn, request_id)
+        if entry is None:
+            raise KeyError(request_id)
+        uploads = dict(entry.parts.get("uploads") or {})
+        uploads[str(attachment_index)] = record
+        parts = {**entry.parts, "uploads": uploads}
+        now = now_ms(self.clock)
+        conn.execute(
+            "UPDATE send_ledger SET parts = ?, updated_at = ? WHERE request_id = ?",
+            (_encoder.encode(parts).decode(), now, request_id),
+        )
+        return dataclasses.replace(entry, parts=parts, updated_at=now)
 
     def set_status(
         self,
