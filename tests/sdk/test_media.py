@@ -156,8 +156,9 @@ async def test_typing_unsupported_is_asked_once() -> None:
 
 def test_echo_host_answers_an_image_with_the_same_image() -> None:
     """The echo host sends each image of an event back by its mediaId (no other kinds)."""
-    from connector_contracts import BridgeEvent
     from examples.echo_host.app import echo_attachments
+
+    from connector_contracts import BridgeEvent
 
     event = BridgeEvent(
         event_id="evt_1",
