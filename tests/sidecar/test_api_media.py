@@ -333,3 +333,23 @@ async def test_capabilities_list_media(sidecar: Sidecar) -> None:
     assert "typing" in kinds["weixin"]
     assert "typing" not in kinds["sim"]
     assert "typing" not in kinds["feishu"]
+
+
+async def test_a_deferred_send_with_an_attachment_goes_out_when_the_peer_writes(
+    paired: Sidecar,
+) -> None:
+    """A closed reply window defers the whole send; the peer's next message flushes it,
+    attachment included, from the bytes the sidecar kept."""
+    await paired.faults(replyWindowClosed=True)
+    body = send_body("out_deferred", "later", attachments=[{"kind": "file", "data": b64(PDF)}])
+    response = await paired.client.post("/send", json=body)
+    assert response.status_code == 202, response.text
+    assert response.json()["status"] == "deferred"
+    assert (await paired.inbound(content="I'm back")).status_code == 202
+    for _ in range(250):
+        if (await paired.client.get("/send/out_deferred")).json()["status"] == "sent":
+            break
+        await asyncio.sleep(0.02)
+    parts = await paired.sent()
+    assert [p["kind"] for p in parts] == [None, "file"]
+    assert parts[1]["sha256"] == hashlib.sha256(PDF).hexdigest()

@@ -169,12 +169,12 @@ def _rejected_problem(entry: LedgerEntry) -> ApiProblem:
 
 class Sender:
     def __init__(
-        self, runtime: Runtime, media: MediaCache | None = None, *, sleep: Sleep = asyncio.sleep
+        self, runtime: Runtime, media: MediaCache, *, sleep: Sleep = asyncio.sleep
     ) -> None:
         self.runtime = runtime
         self.store = runtime.store
         self.settings = runtime.settings
-        self.files = AttachmentFiles(runtime.settings, media or MediaCache(runtime))
+        self.files = AttachmentFiles(runtime.settings, media)
         self._sleep = sleep
         self._inflight: dict[str, tuple[str, asyncio.Future[SendOutcome]]] = {}
         self._peer_locks: dict[tuple[str, str], tuple[asyncio.Lock, int]] = {}
