@@ -353,3 +353,33 @@ async def test_a_deferred_send_with_an_attachment_goes_out_when_the_peer_writes(
     parts = await paired.sent()
     assert [p["kind"] for p in parts] == [None, "file"]
     assert parts[1]["sha256"] == hashlib.sha256(PDF).hexdigest()
+
+
+async def test_send_takes_a_body_above_one_mib_other_routes_do_not(paired: Sidecar) -> None:
+    """/send accepts MEDIA_MAX_BYTES in base64 (here 1.5 MiB of file); other routes keep 1 MiB."""
+    big = bytes(range(256)) * 6144  # 1.5 MiB
+    body = send_body("out_big_ok", "", attachments=[{"kind": "file", "data": b64(big)}])
+    response = await paired.client.post("/send", json=body)
+    assert response.status_code == 200, response.text
+    [part] = await paired.sent()
+    assert part["sha256"] == hashlib.sha256(big).hexdigest()
+    too_big = await paired.client.post(
+        "/connector-sessions", content=b"{" + b" " * (1024 * 1024 + 1) + b"}"
+    )
+    assert_problem(too_big, 413, "body_too_large")
+
+
+def test_feishu_limits_by_kind() -> None:
+    """Feishu's own limits: images 10 MB, files 30 MB (413), Opus voice, MP4 video, no empty file."""
+    from connector_sidecar.drivers.feishu import FeishuDriver
+
+    check = FeishuDriver.attachment_problem
+    driver = FeishuDriver.__new__(FeishuDriver)
+    assert check(driver, "image", "image/png", 11 * 1024 * 1024) is not None
+    assert check(driver, "image", "image/png", 11 * 1024 * 1024)[0] == 413  # type: ignore[index]
+    assert check(driver, "file", "application/pdf", 20 * 1024 * 1024) is None
+    assert check(driver, "file", "application/pdf", 31 * 1024 * 1024)[0] == 413  # type: ignore[index]
+    assert check(driver, "voice", "audio/mpeg", 100)[0] == 422  # type: ignore[index]
+    assert check(driver, "voice", "audio/ogg", 100) is None
+    assert check(driver, "video", "video/quicktime", 100)[0] == 422  # type: ignore[index]
+    assert check(driver, "file", "text/plain", 0)[0] == 422  # type: ignore[index]

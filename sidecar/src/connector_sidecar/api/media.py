@@ -7,9 +7,13 @@ Errors: 404 ``media_not_found``; 413 ``media_too_large`` (over ``MEDIA_MAX_BYTES
 from __future__ import annotations
 
 import math
+from collections.abc import AsyncIterator
+from typing import BinaryIO
+from urllib.parse import quote
 
+import anyio
 from starlette.requests import Request
-from starlette.responses import FileResponse, Response
+from starlette.responses import Response, StreamingResponse
 from starlette.routing import Route
 
 from connector_sidecar.api._common import services
@@ -25,6 +29,7 @@ from connector_sidecar.problems import ApiProblem
 __all__ = ["media_problem", "routes"]
 
 UNAVAILABLE_RETRY_AFTER = 10
+CHUNK_BYTES = 64 * 1024
 
 
 def media_problem(exc: MediaError, media_id: str) -> ApiProblem:
@@ -48,6 +53,13 @@ def media_problem(exc: MediaError, media_id: str) -> ApiProblem:
     return ApiProblem(502, "provider_rejected", f"media {media_id}: {exc}")
 
 
+def content_disposition(file_name: str) -> str:
+    """``attachment`` with the file name, RFC 6266 style (``filename*`` when not ASCII)."""
+    if file_name.isascii() and '"' not in file_name and "\\" not in file_name:
+        return f'attachment; filename="{file_name}"'
+    return f"attachment; filename*=utf-8''{quote(file_name, safe='')}"
+
+
 async def get_media(request: Request) -> Response:
     svc = services(request)
     media_id = request.path_params["media_id"]
@@ -55,12 +67,32 @@ async def get_media(request: Request) -> Response:
         cached = await svc.media.get(media_id)
     except MediaError as exc:
         raise media_problem(exc, media_id) from None
-    return FileResponse(
-        cached.path,
+    try:
+        # Opened now: an eviction that removes the file meanwhile cannot cut the answer short.
+        handle: BinaryIO = await anyio.to_thread.run_sync(cached.path.open, "rb")
+    except FileNotFoundError:
+        raise ApiProblem(
+            503,
+            "provider_unavailable",
+            f"media {media_id} was evicted while it was requested; retry",
+            headers={"Retry-After": "1"},
+        ) from None
+
+    async def body() -> AsyncIterator[bytes]:
+        try:
+            while chunk := await anyio.to_thread.run_sync(handle.read, CHUNK_BYTES):
+                yield chunk
+        finally:
+            handle.close()
+
+    return StreamingResponse(
+        body(),
         media_type=cached.mime_type,
-        filename=cached.file_name,
-        content_disposition_type="attachment",
-        headers={"Cache-Control": "private, max-age=86400"},
+        headers={
+            "Content-Length": str(cached.size),
+            "Content-Disposition": content_disposition(cached.file_name),
+            "Cache-Control": "private, max-age=86400",
+        },
     )
 
 

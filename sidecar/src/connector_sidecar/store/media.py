@@ -6,13 +6,14 @@ the vendor. The bytes themselves are a file under the data directory (``media.py
 ``cached_bytes`` and ``sha256`` describe that file and are null while there is none. Eviction
 takes the oldest ``fetched_at`` first.
 
-Portable SQL only (``?`` placeholders, ``ON CONFLICT DO NOTHING``), for the store's other backend.
+Portable SQL only (``?`` placeholders, ``ON CONFLICT DO NOTHING``, no ``rowid``), for the
+store's other backend; ``conn`` is whatever connection the store's database thread hands out
+(typed ``Any`` here so that either backend's connection fits).
 """
 
 from __future__ import annotations
 
 import dataclasses
-import sqlite3
 from typing import Any
 
 from connector_sidecar._clock import Clock, now_ms
@@ -40,7 +41,7 @@ class MediaRecord:
         return self.cached_bytes is not None
 
 
-def _record(row: sqlite3.Row) -> MediaRecord:
+def _record(row: Any) -> MediaRecord:
     return MediaRecord(
         media_id=row["media_id"],
         connection_id=row["connection_id"],
@@ -65,7 +66,7 @@ class MediaTable:
 
     def register(
         self,
-        conn: sqlite3.Connection,
+        conn: Any,
         connection_id: str,
         message_id: str,
         descriptor: dict[str, Any],
@@ -89,13 +90,13 @@ class MediaTable:
             ),
         )
 
-    def get(self, conn: sqlite3.Connection, media_id: str) -> MediaRecord | None:
+    def get(self, conn: Any, media_id: str) -> MediaRecord | None:
         row = conn.execute("SELECT * FROM media WHERE media_id = ?", (media_id,)).fetchone()
         return _record(row) if row else None
 
     def mark_cached(
         self,
-        conn: sqlite3.Connection,
+        conn: Any,
         media_id: str,
         *,
         cached_bytes: int,
@@ -112,20 +113,20 @@ class MediaTable:
         )
         return self.get(conn, media_id)
 
-    def mark_evicted(self, conn: sqlite3.Connection, media_ids: list[str]) -> None:
+    def mark_evicted(self, conn: Any, media_ids: list[str]) -> None:
         for media_id in media_ids:
             conn.execute(
                 "UPDATE media SET cached_bytes = NULL, fetched_at = NULL WHERE media_id = ?",
                 (media_id,),
             )
 
-    def cached_total(self, conn: sqlite3.Connection) -> int:
+    def cached_total(self, conn: Any) -> int:
         row = conn.execute(
             "SELECT COALESCE(SUM(cached_bytes), 0) AS total FROM media WHERE cached_bytes IS NOT NULL"
         ).fetchone()
         return int(row["total"])
 
-    def oldest_cached(self, conn: sqlite3.Connection, limit: int) -> list[MediaRecord]:
+    def oldest_cached(self, conn: Any, limit: int) -> list[MediaRecord]:
         rows = conn.execute(
             "SELECT * FROM media WHERE cached_bytes IS NOT NULL ORDER BY fetched_at, media_id"
             " LIMIT ?",

@@ -21,6 +21,7 @@ import hashlib
 import json
 import os
 import secrets
+from pathlib import Path
 from typing import Any, ClassVar
 
 from starlette.requests import Request
@@ -228,7 +229,7 @@ class SimDriver(Driver):
     # -- media ------------------------------------------------------------------------------------
 
     @property
-    def media_dir(self) -> Any:
+    def media_dir(self) -> Path:
         return self.ctx.settings.data_dir / "sim-media"
 
     def _store_bytes(self, data: bytes) -> str:
