@@ -28,6 +28,7 @@ import contextlib
 import dataclasses
 import hashlib
 import logging
+import mimetypes
 import os
 from collections.abc import Sequence
 from pathlib import Path
@@ -88,11 +89,15 @@ def _descriptor(connection_id: str, message_id: str, index: int, raw: Any) -> di
         kind = "file"
     media_id = media_id_for(connection_id, message_id, index)
     size = item.get("size")
+    file_name = item.get("fileName") if isinstance(item.get("fileName"), str) else None
+    mime_type = item.get("mimeType") if isinstance(item.get("mimeType"), str) else None
+    if mime_type is None and file_name:
+        mime_type = mimetypes.guess_type(file_name)[0]  # else known once fetched
     item.update(
         mediaId=media_id,
         kind=kind,
-        mimeType=item.get("mimeType") if isinstance(item.get("mimeType"), str) else None,
-        fileName=item.get("fileName") if isinstance(item.get("fileName"), str) else None,
+        mimeType=mime_type,
+        fileName=file_name,
         size=size if isinstance(size, int) and not isinstance(size, bool) else None,
         url=f"/media/{media_id}" if isinstance(item.get("ref"), str) else None,
     )
