@@ -383,3 +383,20 @@ def test_feishu_limits_by_kind() -> None:
     assert check(driver, "voice", "audio/ogg", 100) is None
     assert check(driver, "video", "video/quicktime", 100)[0] == 422  # type: ignore[index]
     assert check(driver, "file", "text/plain", 0)[0] == 422  # type: ignore[index]
+
+
+async def test_housekeeping_forgets_old_media(make_sidecar: SidecarFactory) -> None:
+    """Items older than the retention of delivered events are forgotten with their files."""
+    from .conftest import FakeClock
+
+    clock = FakeClock()
+    async with make_sidecar(clock=clock, media_prefetch=False) as sidecar:
+        await sidecar.pair()
+        descriptor = await inject_image(sidecar)
+        assert (await sidecar.client.get(descriptor["url"])).status_code == 200
+        cache = sidecar.app.state.services.media
+        assert await cache.housekeeping() == 0
+        clock.advance(sidecar.settings.delivered_retention_seconds + 1)
+        assert await cache.housekeeping() == 1
+        assert not cache.path_for(descriptor["mediaId"]).exists()
+        assert_problem(await sidecar.client.get(descriptor["url"]), 404, "media_not_found")

@@ -147,7 +147,7 @@ def create_app(
         try:
             await runtime.start()
             await worker.start()
-            housekeeping = runtime.spawn(_housekeeping(sender), name="housekeeping")
+            housekeeping = runtime.spawn(_housekeeping(sender, media_cache), name="housekeeping")
             log.info(
                 "sidecar ready on %s:%d with %s; data in %s",
                 settings.host,
@@ -180,10 +180,11 @@ def create_app(
     return app
 
 
-async def _housekeeping(sender: Sender) -> None:
+async def _housekeeping(sender: Sender, media_cache: MediaCache) -> None:
     while True:
         try:
             await sender.housekeeping()
+            await media_cache.housekeeping()
         except Exception:
             log.exception("housekeeping failed")
         await asyncio.sleep(HOUSEKEEPING_SECONDS)

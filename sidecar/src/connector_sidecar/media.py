@@ -12,6 +12,9 @@ Rules:
   renamed, so a reader never sees half a file. ``MEDIA_MAX_BYTES`` bounds each item: a larger
   known size is refused before any download, a larger download is cut off. ``MEDIA_CACHE_BYTES``
   bounds the files together; the oldest fetched go first, and come back by a new fetch.
+- An item is served for as long as delivered events are kept (``delivered_retention_seconds``,
+  7 days): housekeeping then forgets it and removes its file, and any file a crash left half
+  written.
 - With ``MEDIA_PREFETCH`` (default on) each new item is fetched in the background right after
   the message is committed: the commit never waits for it, and a failure only means the host's
   ``GET`` fetches it later.
@@ -30,10 +33,12 @@ import hashlib
 import logging
 import mimetypes
 import os
+import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from connector_sidecar._clock import now_ms
 from connector_sidecar.drivers.attachments import (
     MEDIA_KINDS,
     FetchedMedia,
@@ -57,6 +62,9 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 EVICT_BATCH = 100
+PURGE_BATCH = 500
+PURGE_MAX_BATCHES = 200
+PARTIAL_MAX_AGE_SECONDS = 3600.0
 _KIND_ALIASES = {"audio": "voice", "media": "video"}
 _DEFAULT_NAMES = {"image": "image", "voice": "voice", "video": "video", "file": "file"}
 _EXTENSIONS = {
@@ -252,6 +260,40 @@ class MediaCache:
                     with contextlib.suppress(FileNotFoundError):
                         await asyncio.to_thread(self.path_for(media_id).unlink)
                 log.info("media cache: evicted %d items", len(victims))
+
+    # -- housekeeping -----------------------------------------------------------------------------
+
+    async def housekeeping(self) -> int:
+        """Forget items older than the retention of delivered events, with their files."""
+        now = now_ms(self.runtime.clock)
+        cutoff = now - int(self.settings.delivered_retention_seconds * 1000)
+        purged = 0
+        for _ in range(PURGE_MAX_BATCHES):
+            ids = await self.store.db.transaction(
+                lambda c: self.store.media.purge(c, cutoff, limit=PURGE_BATCH)
+            )
+            await asyncio.to_thread(self._remove, ids)
+            purged += len(ids)
+            if len(ids) < PURGE_BATCH:
+                break
+        await asyncio.to_thread(self._remove_partials)
+        if purged:
+            log.info("media housekeeping: %d old items forgotten", purged)
+        return purged
+
+    def _remove(self, media_ids: list[str]) -> None:
+        for media_id in media_ids:
+            with contextlib.suppress(FileNotFoundError):
+                self.path_for(media_id).unlink()
+
+    def _remove_partials(self) -> None:
+        if not self.directory.is_dir():
+            return
+        cutoff = time.time() - PARTIAL_MAX_AGE_SECONDS
+        for path in self.directory.glob(".*.part"):
+            with contextlib.suppress(OSError):
+                if path.stat().st_mtime < cutoff:
+                    path.unlink()
 
     # -- prefetch ---------------------------------------------------------------------------------
 

@@ -126,6 +126,18 @@ class MediaTable:
         ).fetchone()
         return int(row["total"])
 
+    def purge(self, conn: Any, older_than_ms: int, *, limit: int = 500) -> list[str]:
+        """Forget items stored before ``older_than_ms`` (``limit`` at most); their ids, so the
+        caller removes their files."""
+        rows = conn.execute(
+            "SELECT media_id FROM media WHERE created_at < ? ORDER BY created_at LIMIT ?",
+            (older_than_ms, limit),
+        ).fetchall()
+        ids = [str(row["media_id"]) for row in rows]
+        for media_id in ids:
+            conn.execute("DELETE FROM media WHERE media_id = ?", (media_id,))
+        return ids
+
     def oldest_cached(self, conn: Any, limit: int) -> list[MediaRecord]:
         rows = conn.execute(
             "SELECT * FROM media WHERE cached_bytes IS NOT NULL ORDER BY fetched_at, media_id"
