@@ -271,6 +271,8 @@ class IlinkEmulator:
         self.uploads: dict[str, Upload] = {}  # by upload_param
         self.files: dict[str, tuple[bytes, bytes]] = {}  # download param → (ciphertext, key)
         self.upload_count = 0
+        # Canned answers for the next CDN downloads: {"status", "retryAfter"?}.
+        self.download_faults: collections.deque[dict[str, Any]] = collections.deque()
 
     # -- control: QR codes ------------------------------------------------------------------------
 
@@ -786,6 +788,10 @@ class IlinkEmulator:
         return Response(status_code=200, headers={"x-encrypted-param": upload.download_param})
 
     async def cdn_download(self, request: Request) -> Response:
+        if self.download_faults:
+            fault = self.download_faults.popleft()
+            headers = {"Retry-After": str(fault["retryAfter"])} if "retryAfter" in fault else {}
+            return Response(status_code=int(fault["status"]), headers=headers)
         param = request.query_params.get("encrypted_query_param", "")
         stored = self.files.get(param)
         if stored is None:

@@ -9,7 +9,7 @@ import hashlib
 
 import pytest
 
-from .conftest import WeixinSidecar
+from .conftest import WeixinFactory, WeixinSidecar
 
 pytestmark = pytest.mark.anyio
 
@@ -143,3 +143,22 @@ async def test_typing_uses_a_cached_ticket(weixin: WeixinSidecar) -> None:
     assert config["json"]["ilink_user_id"] == PEER
     assert config["json"]["context_token"]
     assert weixin.ilink.violations == []
+
+
+async def test_cdn_outage_and_refusal_through_get_media(make_weixin: WeixinFactory) -> None:
+    """The CDN down → 503 provider_unavailable with its Retry-After; the CDN refusing (an
+    expired item) → 502 provider_rejected; then it works and is cached."""
+    async with make_weixin(media_prefetch=False) as weixin:
+        bot = await paired(weixin)
+        weixin.ilink.push(bot, PEER, None, items=[weixin.ilink.media_item(PNG)])
+        events = await weixin.wait_events(2)
+        url = events[-1]["metadata"]["media"][0]["url"]
+        weixin.ilink.download_faults.extend([{"status": 503, "retryAfter": 7}, {"status": 404}])
+        down = await weixin.api.get(url)
+        assert (down.status_code, down.json()["code"]) == (503, "provider_unavailable")
+        assert down.headers["retry-after"] == "7"
+        refused = await weixin.api.get(url)
+        assert (refused.status_code, refused.json()["code"]) == (502, "provider_rejected")
+        assert (await weixin.api.get(url)).content == PNG
+        weixin.ilink.files.clear()  # the CDN forgot it: the cache still has it
+        assert (await weixin.api.get(url)).content == PNG
