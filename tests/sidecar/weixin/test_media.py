@@ -234,3 +234,29 @@ def test_message_items() -> None:
     assert message_item("video", record, file_name="v.mp4")["video_item"]["video_size"] == 32
     with pytest.raises(ValueError, match="voice"):
         message_item("voice", record, file_name="v.silk")
+
+
+@respx.mock
+async def test_getconfig_and_sendtyping_calls() -> None:
+    """getconfig carries ilink_user_id (and context_token when known); sendtyping the ticket and
+    status 1 or 2, without a context_token; a non-zero ret raises."""
+    config = respx.post(f"{BASE}/ilink/bot/getconfig").respond(
+        json={"ret": 0, "typing_ticket": "dGlja2V0"}
+    )
+    typing = respx.post(f"{BASE}/ilink/bot/sendtyping").respond(json={"ret": 0})
+    async with httpx.AsyncClient() as http:
+        client = IlinkClient(http, bot_agent="test")
+        answer = await client.get_config(BASE, "tok", "u@im.wechat", context_token="ctx")
+        assert answer["typing_ticket"] == "dGlja2V0"
+        body = json.loads(config.calls.last.request.content)
+        assert (body["ilink_user_id"], body["context_token"]) == ("u@im.wechat", "ctx")
+        await client.get_config(BASE, "tok", "u@im.wechat", context_token=None)
+        assert "context_token" not in json.loads(config.calls.last.request.content)
+        await client.send_typing(BASE, "tok", "u@im.wechat", "dGlja2V0", typing=True)
+        await client.send_typing(BASE, "tok", "u@im.wechat", "dGlja2V0", typing=False)
+        sent = [json.loads(c.request.content) for c in typing.calls]
+        assert [s["status"] for s in sent] == [1, 2]
+        assert all(s["typing_ticket"] == "dGlja2V0" and "context_token" not in s for s in sent)
+        config.respond(json={"ret": -14, "errcode": -14})
+        with pytest.raises(IlinkApiError):
+            await client.get_config(BASE, "tok", "u@im.wechat", context_token=None)
