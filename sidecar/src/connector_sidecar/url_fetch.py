@@ -20,7 +20,8 @@ import httpx
 __all__ = ["FetchedUrl", "UrlFetchError", "UrlTooLargeError", "fetch_url"]
 
 MAX_REDIRECTS = 3
-FETCH_TIMEOUT = httpx.Timeout(30.0, connect=10.0)
+FETCH_TIMEOUT = httpx.Timeout(30.0, connect=10.0)  # per network operation
+FETCH_DEADLINE_SECONDS = 120.0  # for the whole fetch: a server that drips bytes is cut off
 
 
 class UrlFetchError(Exception):
@@ -55,9 +56,25 @@ async def _check_host(host: str, port: int, *, allow_private: bool) -> None:
 
 
 async def fetch_url(
+    http: httpx.AsyncClient,
+    url: str,
+    *,
+    max_bytes: int,
+    allow_private: bool,
+    deadline: float = FETCH_DEADLINE_SECONDS,
+) -> FetchedUrl:
+    """GET ``url`` and return its bytes; never reads more than ``max_bytes``, nor for longer
+    than ``deadline`` seconds in all."""
+    try:
+        async with asyncio.timeout(deadline):
+            return await _fetch(http, url, max_bytes=max_bytes, allow_private=allow_private)
+    except TimeoutError:
+        raise UrlFetchError(f"the URL did not answer in full within {deadline:g} s") from None
+
+
+async def _fetch(
     http: httpx.AsyncClient, url: str, *, max_bytes: int, allow_private: bool
 ) -> FetchedUrl:
-    """GET ``url`` and return its bytes; never reads more than ``max_bytes``."""
     for _ in range(MAX_REDIRECTS + 1):
         parts = urlsplit(url)
         if parts.scheme not in ("http", "https") or not parts.hostname:
