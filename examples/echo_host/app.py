@@ -15,6 +15,7 @@ from starlette.routing import Route
 
 from connector_contracts import BridgeEvent
 from connector_sdk import (
+    Attachment,
     BridgeEndpoint,
     BridgeHandler,
     BridgeVerifier,
@@ -31,7 +32,7 @@ from connector_sdk import (
 )
 from examples.echo_host.config import BRIDGE_PATH, Settings
 
-__all__ = ["create_app", "echo_reply", "make_echo_handler"]
+__all__ = ["create_app", "echo_attachments", "echo_reply", "make_echo_handler"]
 
 logger = logging.getLogger("examples.echo_host")
 
@@ -57,6 +58,16 @@ def echo_reply(event: BridgeEvent) -> str:
     return f"echo: {event.content}"
 
 
+def echo_attachments(event: BridgeEvent) -> list[Attachment]:
+    """The images of an event, sent back as they came (by mediaId: the sidecar has the bytes)."""
+    media = event.metadata.get("media")
+    return [
+        Attachment.from_media(str(item["mediaId"]), kind="image")
+        for item in (media if isinstance(media, list) else [])
+        if isinstance(item, dict) and item.get("kind") == "image" and item.get("url")
+    ]
+
+
 def _peer_type(value: str) -> Literal["dm", "group", "unknown"]:
     # The event's peerType is a plain string (newer sidecars may add kinds); a send's is not.
     if value == "dm":
@@ -67,7 +78,8 @@ def _peer_type(value: str) -> Literal["dm", "group", "unknown"]:
 
 
 def make_echo_handler(client: SidecarClient) -> BridgeHandler:
-    """A bridge handler that echoes each message back through ``client``.
+    """A bridge handler that echoes each message back through ``client``: its text, and each
+    image it carried as the same image.
 
     The requestId comes from :func:`request_id_for` over the conversation, the reply and the
     inbound message id: handling a redelivered event again yields the same requestId, and
@@ -95,6 +107,7 @@ def make_echo_handler(client: SidecarClient) -> BridgeHandler:
                 thread_id=event.thread_id,
                 content=reply,
                 metadata={"inboundMessageId": event.message_id, "sessionId": session_id},
+                attachments=echo_attachments(event),
             )
         except _PERMANENT as error:
             logger.warning("not echoing event %s: %s", event.event_id, error)

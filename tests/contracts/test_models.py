@@ -146,6 +146,16 @@ EXAMPLES: list[tuple[type[Any], dict[str, Any] | list[Any]]] = [
             "metadata": {"inboundMessageId": "in-msg-1", "sessionId": "s1"},
             "messageType": "text",
             "replyToMessageId": None,
+            "attachments": [
+                {
+                    "kind": "image",
+                    "data": None,
+                    "url": None,
+                    "mediaId": "med_0123",
+                    "fileName": "a.png",
+                    "mimeType": "image/png",
+                }
+            ],
         },
     ),
     (
@@ -211,6 +221,7 @@ EXAMPLES: list[tuple[type[Any], dict[str, Any] | list[Any]]] = [
             "content": "hi",
             "messageId": "m-1",
             "messageType": "text",
+            "media": [{"kind": "image", "data": "iVBORw0K", "fileName": None, "mimeType": None}],
         },
     ),
     (SimInboundAccepted, {"eventId": EVENT["eventId"], "messageId": "m-1"}),
@@ -226,6 +237,11 @@ EXAMPLES: list[tuple[type[Any], dict[str, Any] | list[Any]]] = [
                     "threadId": None,
                     "content": "hello",
                     "sentAt": "2026-06-02T09:30:00Z",
+                    "kind": None,
+                    "fileName": None,
+                    "mimeType": None,
+                    "size": None,
+                    "sha256": None,
                 }
             ]
         },
@@ -239,6 +255,8 @@ EXAMPLES: list[tuple[type[Any], dict[str, Any] | list[Any]]] = [
             "expireLogin": False,
             "replyWindowClosed": True,
             "sendFailuresAfter": 2,
+            "uploadFailures": 1,
+            "uploadRejects": 0,
         },
     ),
 ]

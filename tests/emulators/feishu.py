@@ -18,6 +18,12 @@ What it speaks (protocols/feishu.md):
   replaced by a malformed ``rawPayload``), acks are tracked, and an event not acked within
   ``ackTimeout`` (or whose connection dropped) is redelivered under a **new** event_id.
 - ``POST /oauth/v1/app/registration`` (init / begin / poll), with a control call to "scan".
+- Media: ``POST /open-apis/im/v1/images`` (multipart ``image_type=message`` + ``image``, at most
+  10 MB, an image by its magic number) and ``/im/v1/files`` (``file_type`` of opus, mp4, pdf,
+  doc, xls, ppt or stream, ``file_name``, the file; at most 30 MB, not empty; opus must be Ogg
+  and mp4 must be MP4) hand out keys; an ``image``/``file``/``audio``/``media`` message must
+  name a key of this app of the matching type (else 230001); ``GET …/messages/{id}/resources/
+  {key}?type=image|file`` serves what a pushed message carries (a control call stores it).
 - Webhooks: events and the URL-verification challenge POSTed to a URL, AES-256-CBC encrypted and
   SHA-256 signed when the app has an Encrypt Key; a failed POST is retried like Feishu does.
 
@@ -31,6 +37,8 @@ import asyncio
 import base64
 import contextlib
 import dataclasses
+import email.parser
+import email.policy
 import hashlib
 import json
 import os
@@ -55,6 +63,45 @@ from websockets.http11 import Request as WsRequest
 from websockets.http11 import Response as WsResponse
 
 TOKEN_CODES = {"missing": 99991661, "invalid": 99991663}
+IMAGE_LIMIT = 10 * 1024 * 1024
+FILE_LIMIT = 30 * 1024 * 1024
+FILE_TYPES = ("opus", "mp4", "pdf", "doc", "xls", "ppt", "stream")
+IMAGE_MAGIC = (b"\x89PNG", b"\xff\xd8\xff", b"GIF8", b"RIFF", b"BM", b"II*\x00", b"MM\x00*")
+# msg_type → (content field, the upload types it may name)
+MEDIA_MSG_TYPES = {
+    "image": ("image_key", ("image",)),
+    "file": ("file_key", ("pdf", "doc", "xls", "ppt", "stream", "opus", "mp4")),
+    "audio": ("file_key", ("opus",)),
+    "media": ("file_key", ("mp4",)),
+}
+
+
+@dataclasses.dataclass
+class Resource:
+    """An uploaded image or file (or one a pushed message carries)."""
+
+    app_id: str
+    file_type: str  # image, or the file_type of the upload
+    data: bytes
+    file_name: str
+
+
+def parse_multipart(content_type: str, body: bytes) -> dict[str, tuple[str | None, bytes]]:
+    """``multipart/form-data`` fields as name → (file name, bytes), with the stdlib parser."""
+    message = email.parser.BytesParser(policy=email.policy.HTTP).parsebytes(
+        b"Content-Type: " + content_type.encode() + b"\r\n\r\n" + body
+    )
+    if not message.is_multipart():
+        raise ValueError("not multipart/form-data")
+    fields: dict[str, tuple[str | None, bytes]] = {}
+    for part in message.iter_parts():
+        name = part.get_param("name", header="content-disposition")
+        payload = part.get_payload(decode=True)
+        if isinstance(name, str) and isinstance(payload, bytes):
+            fields[name] = (part.get_filename(), payload)
+    return fields
+
+
 UUID_WINDOW = 3600.0
 MAX_REDELIVERIES = 20
 
@@ -316,6 +363,8 @@ class FeishuEmulator:
         self.apps: dict[str, App] = {}
         self.tokens: dict[str, tuple[str, float]] = {}
         self.messages: dict[str, Message] = {}
+        self.resources: dict[str, Resource] = {}
+        self.uploads = 0
         self.uuids: dict[tuple[str, str], tuple[str, float]] = {}
         self.faults: list[Fault] = []
         self.sent: list[dict[str, Any]] = []
@@ -428,6 +477,9 @@ class FeishuEmulator:
             route("/open-apis/im/v1/messages", self._create, "POST"),
             route("/open-apis/im/v1/messages/{message_id}/reply", self._reply, "POST"),
             route("/open-apis/im/v1/messages/{message_id}", self._get_message, "GET"),
+            route("/open-apis/im/v1/images", self._upload_image, "POST"),
+            route("/open-apis/im/v1/files", self._upload_file, "POST"),
+            route("/open-apis/im/v1/messages/{message_id}/resources/{key}", self._resource, "GET"),
             route("/callback/ws/endpoint", self._endpoint, "POST"),
             route("/oauth/v1/app/registration", self._registration, "POST"),
         ]
@@ -508,6 +560,11 @@ class FeishuEmulator:
             )
         if msg_type == "text" and not isinstance(parsed.get("text"), str):
             return bad
+        if msg_type in MEDIA_MSG_TYPES:
+            field, wanted = MEDIA_MSG_TYPES[msg_type]
+            resource = self.resources.get(str(parsed.get(field)))
+            if resource is None or resource.file_type not in wanted:
+                return bad
         # A post is a locale map; the {"post": …} wrapper of custom-bot webhooks is refused.
         if msg_type == "post" and (
             "post" in parsed
@@ -533,6 +590,15 @@ class FeishuEmulator:
 
     def _record(self, app: App, message: Message, uuid: str | None, **extra: Any) -> JSONResponse:
         self.messages[message.message_id] = message
+        if message.msg_type in MEDIA_MSG_TYPES:
+            field = MEDIA_MSG_TYPES[message.msg_type][0]
+            resource = self.resources[json.loads(message.content)[field]]
+            extra |= {
+                "fileName": resource.file_name,
+                "size": len(resource.data),
+                "sha256": hashlib.sha256(resource.data).hexdigest(),
+                "dataB64": base64.b64encode(resource.data).decode(),
+            }
         if uuid:
             self.uuids[(app.app_id, uuid)] = (message.message_id, time.monotonic())
         self.sent.append(
@@ -623,6 +689,73 @@ class FeishuEmulator:
             thread_id=thread_id,
         )
         return self._record(app, message, body.get("uuid"), op="reply", replyInThread=in_thread)
+
+    async def _form(self, request: Request, brand: str) -> tuple[App, dict[str, Any]]:
+        app = self._authorised(request, brand)
+        if fault := self._fault("upload"):
+            raise Answered(fault)
+        try:
+            form = parse_multipart(request.headers.get("content-type", ""), await request.body())
+        except ValueError:
+            raise Answered(self._invalid("the body must be multipart/form-data")) from None
+        return app, form
+
+    def _invalid(self, msg: str) -> JSONResponse:
+        return JSONResponse({"code": 234001, "msg": f"Invalid request param: {msg}"}, 400)
+
+    def _new_resource(self, app: App, file_type: str, data: bytes, name: str) -> str:
+        key = _id("img_v3_" if file_type == "image" else "file_v3_")
+        self.resources[key] = Resource(app.app_id, file_type, data, name)
+        self.uploads += 1
+        return key
+
+    async def _upload_image(self, request: Request, brand: str) -> Response:
+        app, form = await self._form(request, brand)
+        if form.get("image_type", (None, b""))[1] != b"message":
+            return self._invalid("image_type must be message")
+        name, data = form.get("image", (None, b""))
+        if not data or not data.startswith(IMAGE_MAGIC):
+            return self._invalid("image is missing or not an image")
+        if len(data) > IMAGE_LIMIT:
+            return JSONResponse({"code": 234006, "msg": "The file size exceed the max value."}, 400)
+        key = self._new_resource(app, "image", data, name or "image")
+        return JSONResponse({"code": 0, "msg": "success", "data": {"image_key": key}})
+
+    async def _upload_file(self, request: Request, brand: str) -> Response:
+        app, form = await self._form(request, brand)
+        file_type = form.get("file_type", (None, b""))[1].decode()
+        file_name = form.get("file_name", (None, b""))[1].decode()
+        _, data = form.get("file", (None, b""))
+        if file_type not in FILE_TYPES or not file_name:
+            return self._invalid("file_type and file_name are required")
+        if not data:
+            return self._invalid("the file is empty")
+        if len(data) > FILE_LIMIT:
+            return JSONResponse({"code": 234006, "msg": "The file size exceed the max value."}, 400)
+        if file_type == "opus" and not data.startswith(b"OggS"):
+            return self._invalid("an opus file must be Ogg")
+        if file_type == "mp4" and data[4:8] != b"ftyp":
+            return self._invalid("an mp4 file must be MP4")
+        key = self._new_resource(app, file_type, data, file_name)
+        return JSONResponse({"code": 0, "msg": "success", "data": {"file_key": key}})
+
+    async def _resource(self, request: Request, brand: str) -> Response:
+        app = self._authorised(request, brand)
+        if fault := self._fault("resource"):
+            return fault
+        message = self.messages.get(request.path_params["message_id"])
+        key = request.path_params["key"]
+        resource = self.resources.get(key)
+        if message is None or resource is None or key not in message.content:
+            return JSONResponse({"code": 234003, "msg": "File not in msg."}, 400)
+        wanted = "image" if resource.file_type == "image" else "file"
+        if request.query_params.get("type") != wanted or resource.app_id != app.app_id:
+            return self._invalid(f"type must be {wanted}")
+        return Response(
+            resource.data,
+            media_type="image/png" if wanted == "image" else "application/octet-stream",
+            headers={"Content-Disposition": f'attachment; filename="{resource.file_name}"'},
+        )
 
     async def _get_message(self, request: Request, brand: str) -> Response:
         self._authorised(request, brand)
@@ -971,6 +1104,8 @@ class FeishuEmulator:
             route("/apps/{app_id}/webhooks", self._c_webhooks, "GET"),
             route("/config", self._c_config),
             route("/faults", self._c_faults),
+            route("/apps/{app_id}/resources", self._c_resource),
+            route("/uploads", self._c_uploads, "GET"),
             route("/sent", self._c_sent, "GET"),
             route("/calls", self._c_calls, "GET"),
             route("/messages/{message_id}/withdraw", self._c_withdraw),
@@ -1168,6 +1303,20 @@ class FeishuEmulator:
         )
         self.faults.append(fault)
         return {"ok": True}
+
+    async def _c_resource(self, request: Request) -> Any:
+        """Store bytes a pushed message can carry: ``{"dataB64", "fileType", "fileName"}``."""
+        app = self._app(request)
+        spec = await self._json(request)
+        file_type = spec.get("fileType", "image")
+        key = self._new_resource(
+            app, file_type, base64.b64decode(spec["dataB64"]), spec.get("fileName", "file")
+        )
+        self.uploads -= 1  # not an upload by the bot
+        return {"key": key}
+
+    async def _c_uploads(self, request: Request) -> Any:
+        return {"count": self.uploads}
 
     async def _c_sent(self, request: Request) -> Any:
         app_id = request.query_params.get("appId")

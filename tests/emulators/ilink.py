@@ -4,7 +4,16 @@ Serves what ``shared/protocols/weixin-ilink.md`` describes, under the same paths
 ``POST /ilink/bot/get_bot_qrcode?bot_type=3``, ``GET /ilink/bot/get_qrcode_status``,
 ``POST /ilink/bot/getupdates`` (a long-poll with an opaque cursor), ``POST
 /ilink/bot/sendmessage``, ``getconfig``, ``sendtyping``, ``msg/notifystart`` and
-``msg/notifystop``.
+``msg/notifystop``, ``getuploadurl``, and the CDN under ``/c2c`` (``POST /c2c/upload``,
+``GET /c2c/download``) with the real AES-128-ECB/PKCS7 encryption.
+
+Media: ``getuploadurl`` checks every field (a 32-hex filekey and aeskey, rawsize, the md5 and
+the padded filesize); the CDN upload must be the ciphertext of exactly that file under that key
+(length, padding, size and md5 are checked after decrypting; a 4xx with ``x-error-message``
+otherwise) and answers ``x-encrypted-param``; a media item in ``sendmessage`` must name an
+uploaded file with the same key, encoded as base64 of its hex (the reference's form), and the
+sizes the reference puts there. ``/_emulator/media`` makes an encrypted inbound item (either key
+encoding) to push; ``sent`` lists each media message with its decrypted bytes.
 
 It is strict where a real server needs something: the ``iLink-App-*`` headers,
 ``AuthorizationType``, a well-formed ``X-WECHAT-UIN`` that changes per request, ``base_info`` on
@@ -36,6 +45,7 @@ import binascii
 import collections
 import contextlib
 import dataclasses
+import hashlib
 import itertools
 import json
 import os
@@ -47,6 +57,8 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+from cryptography.hazmat.primitives import padding
+from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse as _StarletteJSONResponse
@@ -76,7 +88,55 @@ REPLY_REFUSED = {"ret": -2, "errmsg": ""}
 MAX_TEXT = 2000
 MAX_REPLIES_PER_INBOUND = 10
 MESSAGE_ID_BASE = 7_394_000_000_000_000_000  # > 2**53: ids must survive as strings
-ENDPOINTS = ("getupdates", "sendmessage", "getconfig", "sendtyping", "notifystart", "notifystop")
+ENDPOINTS = (
+    "getupdates",
+    "sendmessage",
+    "getconfig",
+    "sendtyping",
+    "notifystart",
+    "notifystop",
+    "getuploadurl",
+    "cdnupload",
+)
+MEDIA_TYPES = {1: "image", 2: "video", 3: "file", 4: "voice"}
+ITEM_KINDS = {2: "image", 3: "voice", 4: "file", 5: "video"}
+TYPING_TICKET = base64.b64encode(b"ticket").decode()
+
+
+def _ecb(key: bytes) -> Cipher[modes.ECB]:
+    return Cipher(algorithms.AES(key), modes.ECB())  # noqa: S305 - the vendor's scheme
+
+
+def aes_encrypt(plain: bytes, key: bytes) -> bytes:
+    padder = padding.PKCS7(128).padder()
+    encryptor = _ecb(key).encryptor()
+    return encryptor.update(padder.update(plain) + padder.finalize()) + encryptor.finalize()
+
+
+def aes_decrypt(cipher: bytes, key: bytes) -> bytes:
+    """Raises ValueError for a length that is not whole blocks or for bad PKCS7 padding."""
+    if not cipher or len(cipher) % 16:
+        raise ValueError("the ciphertext is not whole 16-byte blocks")
+    decryptor = _ecb(key).decryptor()
+    unpadder = padding.PKCS7(128).unpadder()
+    padded = decryptor.update(cipher) + decryptor.finalize()
+    return unpadder.update(padded) + unpadder.finalize()
+
+
+@dataclasses.dataclass
+class Upload:
+    """A getuploadurl the CDN is waiting for, then the file it received."""
+
+    bot_id: str
+    filekey: str
+    key: bytes
+    media_type: int
+    to_user: str
+    rawsize: int
+    md5: str
+    filesize: int
+    plaintext: bytes | None = None
+    download_param: str | None = None
 
 
 class StrictError(Exception):
@@ -172,6 +232,7 @@ class Bot:
     )
     latency_ms: dict[str, int] = dataclasses.field(default_factory=dict)
     notify: collections.Counter[str] = dataclasses.field(default_factory=collections.Counter)
+    typing: list[tuple[str, int]] = dataclasses.field(default_factory=list)
     changes: Changes = dataclasses.field(default_factory=Changes)
 
     def view(self) -> dict[str, Any]:
@@ -217,6 +278,11 @@ class IlinkEmulator:
         self.violations: list[dict[str, Any]] = []
         self._ids = itertools.count(1)
         self._last_uin: str | None = None
+        self.uploads: dict[str, Upload] = {}  # by upload_param
+        self.files: dict[str, tuple[bytes, bytes]] = {}  # download param → (ciphertext, key)
+        self.upload_count = 0
+        # Canned answers for the next CDN downloads: {"status", "retryAfter"?}.
+        self.download_faults: collections.deque[dict[str, Any]] = collections.deque()
 
     # -- control: QR codes ------------------------------------------------------------------------
 
@@ -340,6 +406,46 @@ class IlinkEmulator:
             bot.closed_windows.discard(from_user)
         bot.changes.notify()
         return {"messageId": str(msg["message_id"]), "seq": n, "contextToken": token}
+
+    def media_item(
+        self,
+        data: bytes,
+        *,
+        kind: str = "image",
+        file_name: str | None = None,
+        key_encoding: str = "hex",
+        full_url: str | None = None,
+    ) -> dict[str, Any]:
+        """An inbound item whose bytes wait on the CDN, encrypted with a fresh key.
+
+        ``key_encoding``: ``hex`` puts base64 of the hex key in ``media.aes_key`` (files, voice,
+        video); ``raw`` base64 of the raw key; ``image_hex`` the image's own ``aeskey`` (hex)
+        beside a wrong ``aes_key`` (the image key must win); ``none`` stores plain bytes.
+        """
+        key = secrets.token_bytes(16)
+        param = "dl_" + secrets.token_urlsafe(12)
+        stored = data if key_encoding == "none" else aes_encrypt(data, key)
+        self.files[param] = (stored, key)
+        media: dict[str, Any] = {"encrypt_query_param": param, "encrypt_type": 1}
+        if full_url:
+            media["full_url"] = full_url + "?encrypted_query_param=" + param
+        payload: dict[str, Any] = {"media": media}
+        if key_encoding == "hex":
+            media["aes_key"] = base64.b64encode(key.hex().encode()).decode()
+        elif key_encoding == "raw":
+            media["aes_key"] = base64.b64encode(key).decode()
+        elif key_encoding == "image_hex":
+            media["aes_key"] = base64.b64encode(b"\x00" * 16).decode()
+            payload["aeskey"] = key.hex()
+        type_number = {"image": 2, "voice": 3, "file": 4, "video": 5}[kind]
+        if kind == "image":
+            payload["mid_size"] = len(stored)
+        elif kind == "file":
+            payload.update(file_name=file_name or "file.bin", len=str(len(data)))
+            payload["md5"] = hashlib.md5(data).hexdigest()  # noqa: S324
+        elif kind == "video":
+            payload["video_size"] = len(stored)
+        return {"type": type_number, f"{kind}_item": payload}
 
     def inject(self, bot_id: str, endpoint: str, *responses: dict[str, Any]) -> None:
         """The next calls to ``endpoint`` get these answers: ``{"status", "json"|"body", "delayMs"}``."""
@@ -541,13 +647,18 @@ class IlinkEmulator:
         if not isinstance(items, list) or len(items) != 1:
             raise StrictError("msg.item_list must hold exactly one item")
         item = items[0]
-        text = item.get("text_item", {}).get("text") if isinstance(item, dict) else None
-        if not isinstance(item, dict) or item.get("type") != 1 or not isinstance(text, str):
-            raise StrictError("the item must be a text item {type: 1, text_item: {text}}")
-        if not text:
-            raise StrictError("empty text: the reference omits item_list instead")
-        if len(text) > MAX_TEXT:
-            raise StrictError(f"text longer than {MAX_TEXT} characters (the server truncates)")
+        media_entry: dict[str, Any] | None = None
+        text: Any = None
+        if isinstance(item, dict) and item.get("type") in ITEM_KINDS:
+            media_entry = self._media_of(bot, peer, item)
+        else:
+            text = item.get("text_item", {}).get("text") if isinstance(item, dict) else None
+            if not isinstance(item, dict) or item.get("type") != 1 or not isinstance(text, str):
+                raise StrictError("the item must be a text item {type: 1, text_item: {text}}")
+            if not text:
+                raise StrictError("empty text: the reference omits item_list instead")
+            if len(text) > MAX_TEXT:
+                raise StrictError(f"text longer than {MAX_TEXT} characters (the server truncates)")
         if client_id in bot.client_ids:
             bot.repeated_client_ids += 1
             return JSONResponse({"ret": 0, "message_id": bot.client_ids[client_id]})
@@ -567,15 +678,149 @@ class IlinkEmulator:
                 "text": text,
                 "contextToken": token,
                 "runId": msg.get("run_id"),
+                **(media_entry or {}),
             }
         )
         return JSONResponse({"ret": 0, "message_id": message_id})
 
+    def _media_of(self, bot: Bot, peer: str, item: dict[str, Any]) -> dict[str, Any]:
+        """Check a media item against the upload it names; what ``sent`` shows of it."""
+        kind = ITEM_KINDS[item["type"]]
+        if kind == "voice":
+            raise StrictError("the reference never sends voice items [unconfirmed: refused here]")
+        payload = item.get(f"{kind}_item")
+        if not isinstance(payload, dict) or not isinstance(payload.get("media"), dict):
+            raise StrictError(f"{kind}_item.media is missing")
+        media = payload["media"]
+        param = media.get("encrypt_query_param")
+        upload = next(
+            (u for u in self.uploads.values() if u.download_param and u.download_param == param),
+            None,
+        )
+        if upload is None or upload.plaintext is None or upload.bot_id != bot.bot_id:
+            raise StrictError("media.encrypt_query_param names no file this bot uploaded")
+        if upload.to_user != peer:
+            raise StrictError("the file was uploaded for another user")
+        if media.get("aes_key") != base64.b64encode(upload.key.hex().encode()).decode():
+            raise StrictError("media.aes_key must be base64 of the hex key of the upload")
+        if media.get("encrypt_type") != 1:
+            raise StrictError("media.encrypt_type must be 1")
+        if MEDIA_TYPES[upload.media_type] != kind:
+            raise StrictError(f"a {MEDIA_TYPES[upload.media_type]} upload sent as a {kind} item")
+        if kind == "image" and payload.get("mid_size") != upload.filesize:
+            raise StrictError("image_item.mid_size must be the ciphertext size")
+        if kind == "video" and payload.get("video_size") != upload.filesize:
+            raise StrictError("video_item.video_size must be the ciphertext size")
+        if kind == "file":
+            if not isinstance(payload.get("file_name"), str) or not payload["file_name"]:
+                raise StrictError("file_item.file_name is missing")
+            if payload.get("len") != str(upload.rawsize):
+                raise StrictError("file_item.len must be the plaintext size as a string")
+        return {
+            "kind": kind,
+            "fileName": payload.get("file_name"),
+            "size": upload.rawsize,
+            "sha256": hashlib.sha256(upload.plaintext).hexdigest(),
+            "dataB64": base64.b64encode(upload.plaintext).decode(),
+        }
+
+    async def getuploadurl(self, request: Request, body: Any) -> Response:
+        bot, body = await self._bot_call(request, body, "getuploadurl")
+
+        def hex32(name: str) -> str:
+            value = body.get(name)
+            if not isinstance(value, str) or len(value) != 32:
+                raise StrictError(f"{name} must be 32 hex characters")
+            try:
+                bytes.fromhex(value)
+            except ValueError:
+                raise StrictError(f"{name} must be 32 hex characters") from None
+            return value
+
+        filekey, aeskey, md5 = hex32("filekey"), hex32("aeskey"), hex32("rawfilemd5")
+        media_type = body.get("media_type")
+        if media_type not in MEDIA_TYPES:
+            raise StrictError("media_type must be 1, 2, 3 or 4")
+        rawsize, filesize = body.get("rawsize"), body.get("filesize")
+        if not isinstance(rawsize, int) or rawsize < 0 or not isinstance(filesize, int):
+            raise StrictError("rawsize and filesize must be integers")
+        if filesize != (rawsize // 16 + 1) * 16:
+            raise StrictError("filesize must be the PKCS7-padded size ceil((rawsize+1)/16)*16")
+        to_user = body.get("to_user_id")
+        if not isinstance(to_user, str) or not to_user:
+            raise StrictError("to_user_id is missing")
+        if body.get("no_need_thumb") is not True:
+            raise StrictError("no_need_thumb must be true (no thumbnail is sent)")
+        param = "up_" + secrets.token_urlsafe(12)
+        self.uploads[param] = Upload(
+            bot_id=bot.bot_id,
+            filekey=filekey,
+            key=bytes.fromhex(aeskey),
+            media_type=media_type,
+            to_user=to_user,
+            rawsize=rawsize,
+            md5=md5,
+            filesize=filesize,
+        )
+        return JSONResponse({"upload_param": param})
+
+    async def cdn_upload(self, request: Request) -> Response:
+        def refuse(status: int, message: str) -> Response:
+            self.violations.append({"path": request.url.path, "problem": message})
+            return Response(status_code=status, headers={"x-error-message": message})
+
+        param = request.query_params.get("encrypted_query_param", "")
+        upload = self.uploads.get(param)
+        if upload is None:
+            return refuse(400, "unknown encrypted_query_param")
+        bot = self.bots.get(upload.bot_id)
+        if bot is not None and (fault := await self._fault(bot, "cdnupload")) is not None:
+            return fault
+        if request.query_params.get("filekey") != upload.filekey:
+            return refuse(400, "filekey does not match getuploadurl")
+        if request.headers.get("content-type") != "application/octet-stream":
+            return refuse(400, "Content-Type must be application/octet-stream")
+        cipher = await request.body()
+        if len(cipher) != upload.filesize:
+            return refuse(400, f"{len(cipher)} bytes, getuploadurl said {upload.filesize}")
+        try:
+            plain = aes_decrypt(cipher, upload.key)
+        except ValueError as exc:
+            return refuse(400, f"does not decrypt with the aeskey: {exc}")
+        if len(plain) != upload.rawsize:
+            return refuse(400, "the plaintext size differs from rawsize")
+        if hashlib.md5(plain).hexdigest() != upload.md5:  # noqa: S324
+            return refuse(400, "the plaintext md5 differs from rawfilemd5")
+        self.upload_count += 1
+        upload.plaintext = plain
+        upload.download_param = "dl_" + secrets.token_urlsafe(12)
+        self.files[upload.download_param] = (cipher, upload.key)
+        return Response(status_code=200, headers={"x-encrypted-param": upload.download_param})
+
+    async def cdn_download(self, request: Request) -> Response:
+        if self.download_faults:
+            fault = self.download_faults.popleft()
+            headers = {"Retry-After": str(fault["retryAfter"])} if "retryAfter" in fault else {}
+            return Response(status_code=int(fault["status"]), headers=headers)
+        param = request.query_params.get("encrypted_query_param", "")
+        stored = self.files.get(param)
+        if stored is None:
+            return Response(status_code=404, headers={"x-error-message": "no such file"})
+        return Response(stored[0], media_type="application/octet-stream")
+
     async def _simple(self, request: Request, body: Any, endpoint: str) -> Response:
-        bot, _ = await self._bot_call(request, body, endpoint)
+        bot, body = await self._bot_call(request, body, endpoint)
         bot.notify[endpoint] += 1
         if endpoint == "getconfig":
-            return JSONResponse({"ret": 0, "typing_ticket": base64.b64encode(b"ticket").decode()})
+            if not isinstance(body.get("ilink_user_id"), str):
+                raise StrictError("getconfig needs ilink_user_id")
+            return JSONResponse({"ret": 0, "typing_ticket": TYPING_TICKET})
+        if endpoint == "sendtyping":
+            if body.get("typing_ticket") != TYPING_TICKET:
+                raise StrictError("sendtyping needs the typing_ticket getconfig handed out")
+            if body.get("status") not in (1, 2) or not isinstance(body.get("ilink_user_id"), str):
+                raise StrictError("sendtyping needs ilink_user_id and status 1 or 2")
+            bot.typing.append((body["ilink_user_id"], body["status"]))
         return JSONResponse({"ret": 0, "errmsg": ""})
 
 
@@ -679,6 +924,15 @@ def build_app(emulator: IlinkEmulator) -> Starlette:
             expire_token=body.get("expireToken", False),
         )
 
+    def media(request: Request, body: dict[str, Any]) -> Any:
+        item = emulator.media_item(
+            base64.b64decode(body["dataB64"]),
+            kind=body.get("kind", "image"),
+            file_name=body.get("fileName"),
+            key_encoding=body.get("keyEncoding", "hex"),
+        )
+        return {"item": item}
+
     def requests_log(request: Request, body: dict[str, Any]) -> Any:
         path = request.query_params.get("path")
         return {"items": [r for r in emulator.requests if path is None or r["path"] == path]}
@@ -692,6 +946,15 @@ def build_app(emulator: IlinkEmulator) -> Starlette:
         Route("/ilink/bot/sendtyping", vendor(simple("sendtyping")), methods=["POST"]),
         Route("/ilink/bot/msg/notifystart", vendor(simple("notifystart")), methods=["POST"]),
         Route("/ilink/bot/msg/notifystop", vendor(simple("notifystop")), methods=["POST"]),
+        Route("/ilink/bot/getuploadurl", vendor(emulator.getuploadurl), methods=["POST"]),
+        Route("/c2c/upload", emulator.cdn_upload, methods=["POST"]),
+        Route("/c2c/download", emulator.cdn_download, methods=["GET"]),
+        Route("/_emulator/media", control(media), methods=["POST"]),
+        Route(
+            "/_emulator/uploads",
+            control(lambda r, b: {"count": emulator.upload_count}),
+            methods=["GET"],
+        ),
         Route(
             "/_emulator/qrcodes",
             control(lambda r, b: {"items": [q.view() for q in emulator.qrcodes.values()]}),

@@ -286,6 +286,8 @@ async def test_sim_faults_view_and_validation(paired: Sidecar) -> None:
         "expireLogin": False,
         "replyWindowClosed": False,
         "sendFailuresAfter": 0,
+        "uploadFailures": 0,
+        "uploadRejects": 0,
     }
     view = await paired.faults(sendRejects=1)
     assert (view["sendFailures"], view["sendRejects"]) == (2, 1)

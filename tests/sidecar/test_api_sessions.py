@@ -40,6 +40,8 @@ async def test_connectors_lists_every_kind(sidecar: Sidecar) -> None:
     assert set(sim["capabilities"]) == {
         "receive_text",
         "send_text",
+        "receive_media",
+        "send_media",
         "direct_messages",
         "groups",
         "threads",

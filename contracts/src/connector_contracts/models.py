@@ -15,6 +15,8 @@ import msgspec
 from connector_contracts._base import Wire
 
 __all__ = [
+    "Attachment",
+    "AttachmentKind",
     "BridgeEvent",
     "CancelSessionRequest",
     "ConnectionList",
@@ -29,6 +31,7 @@ __all__ = [
     "HostAnswer",
     "LogoutRequest",
     "LogoutResult",
+    "MediaDescriptor",
     "MessageType",
     "PeerType",
     "Problem",
@@ -45,10 +48,13 @@ __all__ = [
     "SimFaultsView",
     "SimInboundAccepted",
     "SimInboundMessage",
+    "SimMedia",
     "SimScanRequest",
     "SimSentItem",
     "SimSentList",
     "StartSessionRequest",
+    "TypingRequest",
+    "TypingResult",
     "VerifyCodeRequest",
 ]
 
@@ -188,6 +194,25 @@ class SendTarget(Wire):
     thread_id: str | None = None
 
 
+AttachmentKind = Literal["image", "file", "video", "voice"]
+
+
+class Attachment(Wire):
+    """One file to send (CONTRACT §10.1): exactly one source of ``data`` (base64), ``url``
+    (http/https, fetched by the sidecar) or ``mediaId`` (an inbound item, ``med_…``).
+
+    The sidecar checks the one-source rule (a 422 naming ``$.attachments[i]``) so that the
+    message says which attachment is wrong.
+    """
+
+    kind: AttachmentKind
+    data: str | None = None
+    url: Annotated[str, msgspec.Meta(max_length=4096)] | None = None
+    media_id: Annotated[str, msgspec.Meta(max_length=128)] | None = None
+    file_name: Annotated[str, msgspec.Meta(max_length=255)] | None = None
+    mime_type: Annotated[str, msgspec.Meta(max_length=255)] | None = None
+
+
 class SendRequest(Wire):
     request_id: NonEmpty
     connection_id: NonEmpty
@@ -198,6 +223,9 @@ class SendRequest(Wire):
     metadata: dict[str, Any] | None = None
     message_type: MessageType = "text"
     reply_to_message_id: str | None = None
+    attachments: Annotated[list[Attachment], msgspec.Meta(max_length=20)] | None = None
+    """Addition (v1.1): files sent after the text, each as its own vendor message, in order.
+    ``content`` may be empty when there are attachments."""
 
 
 class SendResult(Wire):
@@ -247,6 +275,21 @@ class BridgeEvent(Wire):
     metadata: dict[str, Any] = msgspec.field(default_factory=dict)
 
 
+class MediaDescriptor(Wire):
+    """One inbound media item in a bridge event's ``metadata.media`` (CONTRACT §10.1).
+
+    ``url`` is the sidecar path that serves the bytes (``GET /media/{mediaId}``, bearer token);
+    null for an item the vendor gave no way to fetch. Vendors add their own fields beside these.
+    """
+
+    media_id: str
+    kind: str
+    mime_type: str | None = None
+    file_name: str | None = None
+    size: int | None = None
+    url: str | None = None
+
+
 class HostAnswer(Wire):
     """What a host answers to a bridge POST (the SDK's endpoint builds it)."""
 
@@ -254,6 +297,21 @@ class HostAnswer(Wire):
     duplicate: bool = False
     pending: bool = False
     retry_after_seconds: int | None = None
+
+
+class TypingRequest(Wire):
+    """``POST /typing``: show or stop the typing indicator in one conversation (v1.1)."""
+
+    connection_id: NonEmpty
+    target: SendTarget
+    status: Literal["typing", "stop"] = "typing"
+
+
+class TypingResult(Wire):
+    """``ok`` false with ``reason: "unsupported"`` where the connector has no typing indicator."""
+
+    ok: bool
+    reason: str | None = None
 
 
 # §6 deliveries -----------------------------------------------------------------------------------
@@ -306,6 +364,15 @@ class SimScanRequest(Wire):
     display_name: str | None = None
 
 
+class SimMedia(Wire):
+    """A media item of an injected sim message: the bytes (base64) and what they are."""
+
+    kind: AttachmentKind
+    data: str
+    file_name: Annotated[str, msgspec.Meta(max_length=255)] | None = None
+    mime_type: Annotated[str, msgspec.Meta(max_length=255)] | None = None
+
+
 class SimInboundMessage(Wire):
     peer_id: NonEmpty
     content: Content
@@ -314,6 +381,7 @@ class SimInboundMessage(Wire):
     thread_id: str | None = None
     message_id: Annotated[str, msgspec.Meta(min_length=1, max_length=256)] | None = None
     message_type: Annotated[str, msgspec.Meta(min_length=1, max_length=32)] = "text"
+    media: Annotated[list[SimMedia], msgspec.Meta(max_length=20)] | None = None
 
 
 class SimInboundAccepted(Wire):
@@ -329,6 +397,12 @@ class SimSentItem(Wire):
     content: str
     sent_at: str
     thread_id: str | None = None
+    kind: str | None = None
+    """Addition: an attachment part (``image``, ``file``, …); null for a text chunk."""
+    file_name: str | None = None
+    mime_type: str | None = None
+    size: int | None = None
+    sha256: str | None = None
 
 
 class SimSentList(Wire):
@@ -348,6 +422,10 @@ class SimFaults(Wire):
     reply_window_closed: bool | None = None
     send_failures_after: NonNegative | None = None
     """Addition: let this many sends succeed before the ``sendFailures`` begin (mid-send faults)."""
+    upload_failures: NonNegative | None = None
+    """Addition: the next n attachment uploads fail transiently."""
+    upload_rejects: NonNegative | None = None
+    """Addition: the next n attachment uploads are refused permanently."""
 
 
 class SimFaultsView(Wire):
@@ -357,3 +435,5 @@ class SimFaultsView(Wire):
     expire_login: bool = False
     reply_window_closed: bool = False
     send_failures_after: int = 0
+    upload_failures: int = 0
+    upload_rejects: int = 0

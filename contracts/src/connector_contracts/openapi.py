@@ -26,6 +26,7 @@ class Route(msgspec.Struct, frozen=True, kw_only=True):
     list_of: bool = False
     query: tuple[tuple[str, str], ...] = ()
     extra_responses: tuple[tuple[int, type[Any], str], ...] = ()
+    binary: bool = False  # the success body is the raw bytes (GET /media/{mediaId})
 
 
 ROUTES: tuple[Route, ...] = (
@@ -124,7 +125,10 @@ ROUTES: tuple[Route, ...] = (
         tag="send",
         request=m.SendRequest,
         response=m.SendResult,
-        errors=(404, 409, 422, 502, 503),
+        description="Addition (v1.1): attachments, sent after the text, each as its own message;"
+        " 413 attachment_too_large, 422 for a kind the connector cannot send. The body may be as"
+        " large as MEDIA_MAX_BYTES in base64 (other routes: 1 MiB).",
+        errors=(404, 409, 413, 422, 502, 503),
         extra_responses=((202, m.SendResult, "Deferred until the peer writes again"),),
     ),
     Route(
@@ -138,6 +142,30 @@ ROUTES: tuple[Route, ...] = (
         tag="send",
         response=m.SendResult,
         errors=(404,),
+    ),
+    Route(
+        method="get",
+        path="/media/{mediaId}",
+        summary="The bytes of an inbound media item (v1.1)",
+        description="Decrypted, with Content-Type, Content-Length and a Content-Disposition file"
+        " name. Fetched from the vendor once and cached; 413 media_too_large above"
+        " MEDIA_MAX_BYTES (refused before downloading when the size is known), 502"
+        " provider_rejected when the vendor refuses, 503 provider_unavailable with Retry-After.",
+        tag="media",
+        response=None,
+        binary=True,
+        errors=(404, 413, 502, 503),
+    ),
+    Route(
+        method="post",
+        path="/typing",
+        summary="Show or stop the typing indicator (v1.1)",
+        description="ok false with reason unsupported where the connector has no typing"
+        " indicator (its capabilities do not list typing).",
+        tag="send",
+        request=m.TypingRequest,
+        response=m.TypingResult,
+        errors=(404, 409),
     ),
     Route(
         method="get",
@@ -248,6 +276,7 @@ def build_openapi(*, version: str = "1.0.0", server_url: str | None = None) -> d
         types.update(t for _, t, _ in route.extra_responses)
     types.add(m.BridgeEvent)
     types.add(m.HostAnswer)
+    types.add(m.MediaDescriptor)
     _, components = msgspec.json.schema_components(
         sorted(types, key=lambda t: t.__name__), ref_template="#/components/schemas/{name}"
     )
@@ -284,7 +313,14 @@ def build_openapi(*, version: str = "1.0.0", server_url: str | None = None) -> d
                 "content": _json(_ref(route.request)),
             }
         responses: dict[str, Any] = {}
-        if route.response is None:
+        if route.binary:
+            responses[str(route.status)] = {
+                "description": "The bytes",
+                "content": {
+                    "application/octet-stream": {"schema": {"type": "string", "format": "binary"}}
+                },
+            }
+        elif route.response is None:
             responses[str(route.status)] = {"description": "Accepted"}
         else:
             schema = (

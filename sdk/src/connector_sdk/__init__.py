@@ -1,6 +1,8 @@
 """The host SDK of the connector sidecar.
 
-- :class:`SidecarClient`: the sidecar's API, with idempotent, retried ``send()``.
+- :class:`SidecarClient`: the sidecar's API, with idempotent, retried ``send()``, media
+  (``get_media``/``iter_media``) and the typing indicator (``typing()``).
+- :class:`Attachment`: files to send (``from_path``, ``from_bytes``, ``from_url``, ``from_media``).
 - :func:`request_id_for`: deterministic requestIds, as existing hosts build them.
 - :class:`BridgeVerifier`: bearer token and Standard Webhooks signatures of bridge requests.
 - :class:`MemoryDedupeStore`, :class:`SqliteDedupeStore`: process each event once.
@@ -43,6 +45,7 @@ from connector_sdk.errors import (
     InvalidBridgeSignature,
     InvalidBridgeToken,
     InvalidResponse,
+    MediaNotFound,
     NotFound,
     ProviderRejected,
     ProviderUnavailable,
@@ -61,10 +64,12 @@ from connector_sdk.errors import (
     ValidationFailed,
 )
 from connector_sdk.ids import request_id_for
+from connector_sdk.media import Attachment
 from connector_sdk.verify import BridgeVerifier, WebhookSecret, sign_webhook
 
 __all__ = [
     "DEFAULT_SIDECAR_URL",
+    "Attachment",
     "BridgeEndpoint",
     "BridgeHandler",
     "BridgeRequestError",
@@ -89,6 +94,7 @@ __all__ = [
     "InvalidBridgeSignature",
     "InvalidBridgeToken",
     "InvalidResponse",
+    "MediaNotFound",
     "MemoryDedupeStore",
     "NotFound",
     "ProviderRejected",

@@ -8,9 +8,12 @@ first attempt, so every retry is the same request and the sidecar's ledger sends
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import email.utils
+import logging
 import uuid
-from collections.abc import AsyncGenerator, Generator, Mapping
+from collections.abc import AsyncGenerator, AsyncIterator, Generator, Mapping, Sequence
 from datetime import UTC, datetime
 from types import TracebackType
 from typing import Any, Literal, Self, TypeVar
@@ -20,6 +23,7 @@ import httpx
 import msgspec
 
 from connector_contracts import (
+    Attachment,
     CancelSessionRequest,
     ConnectionList,
     ConnectionView,
@@ -39,6 +43,8 @@ from connector_contracts import (
     SendResult,
     SendTarget,
     StartSessionRequest,
+    TypingRequest,
+    TypingResult,
     VerifyCodeRequest,
     decode,
     encode,
@@ -60,6 +66,8 @@ from connector_sdk.errors import (
 __all__ = ["DEFAULT_SIDECAR_URL", "SidecarClient"]
 
 T = TypeVar("T")
+log = logging.getLogger(__name__)
+TYPING_INTERVAL = 5.0  # how often a typing indicator is renewed while a handler runs
 
 DEFAULT_SIDECAR_URL = "http://127.0.0.1:8787"
 _NO_RETRY = RetryPolicy(attempts=1)
@@ -353,7 +361,7 @@ class SidecarClient:
         *,
         connection_id: str,
         peer_id: str,
-        content: str,
+        content: str = "",
         request_id: str | None = None,
         peer_type: PeerType = "dm",
         thread_id: str | None = None,
@@ -362,13 +370,16 @@ class SidecarClient:
         metadata: Mapping[str, Any] | None = None,
         message_type: MessageType = "text",
         reply_to_message_id: str | None = None,
+        attachments: Sequence[Attachment] | None = None,
     ) -> SendResult:
         """Send a message, exactly once per ``request_id``.
 
         Pass a deterministic ``request_id`` (see :func:`request_id_for`) so that handling the
         same inbound event twice cannot send twice; without one, a random id is fixed here,
         which protects only the retries of this call. A deferred send (WeChat's closed reply
-        window) returns ``status == "deferred"``.
+        window) returns ``status == "deferred"``. ``attachments`` (see
+        :class:`connector_sdk.Attachment`) go after the text, each as its own message;
+        ``content`` may then be empty.
         """
         request = SendRequest(
             request_id=request_id or f"out_{uuid.uuid4().hex}",
@@ -380,6 +391,7 @@ class SidecarClient:
             metadata=dict(metadata) if metadata is not None else None,
             message_type=message_type,
             reply_to_message_id=reply_to_message_id,
+            attachments=list(attachments) if attachments else None,
         )
         return await self.send_request(request)
 
@@ -394,6 +406,112 @@ class SidecarClient:
         return await self._call(
             "GET", f"/send/{_segment(request_id)}", SendResult, request_id=request_id
         )
+
+    # §10.1 media and typing ---------------------------------------------------------------------
+
+    async def get_media(self, media_id: str) -> bytes:
+        """The bytes of an inbound media item (its ``mediaId`` or its descriptor's ``url``)."""
+        chunks = [chunk async for chunk in self.iter_media(media_id)]
+        return b"".join(chunks)
+
+    async def iter_media(self, media_id: str, *, chunk_size: int = 65536) -> AsyncIterator[bytes]:
+        """The bytes of an inbound media item as they arrive, without holding them all.
+
+        The request is retried under the client's policy until the first byte arrives; a
+        failure after that raises :class:`SidecarUnavailable` (start again).
+        """
+        path = f"/media/{_segment(media_id.rsplit('/', 1)[-1])}"
+        async with contextlib.AsyncExitStack() as stack:
+
+            async def opened() -> httpx.Response:
+                try:
+                    response = await stack.enter_async_context(
+                        self._http.stream("GET", path, headers={"Accept": "*/*"})
+                    )
+                except httpx.TransportError as error:
+                    raise SidecarUnavailable(
+                        f"no answer from the sidecar: {type(error).__name__}: {error}",
+                        method="GET",
+                        url=f"{self.base_url}{path}",
+                    ) from error
+                if not 200 <= response.status_code < 300:
+                    await response.aread()
+                    raise _http_error(response, None)
+                return response
+
+            response = await retrying_call(self.retry, opened)
+            try:
+                async for chunk in response.aiter_bytes(chunk_size):
+                    yield chunk
+            except httpx.TransportError as error:
+                raise SidecarUnavailable(
+                    f"the media download broke off: {type(error).__name__}: {error}",
+                    method="GET",
+                    url=f"{self.base_url}{path}",
+                ) from error
+
+    async def set_typing(
+        self,
+        *,
+        connection_id: str,
+        peer_id: str,
+        typing: bool = True,
+        peer_type: PeerType = "dm",
+        thread_id: str | None = None,
+    ) -> TypingResult:
+        """Show (or stop) the typing indicator; ``ok`` is false where the connector has none."""
+        request = TypingRequest(
+            connection_id=connection_id,
+            target=SendTarget(peer_id=peer_id, peer_type=peer_type, thread_id=thread_id),
+            status="typing" if typing else "stop",
+        )
+        return await self._call("POST", "/typing", TypingResult, body=request, retry=False)
+
+    @contextlib.asynccontextmanager
+    async def typing(
+        self,
+        *,
+        connection_id: str,
+        peer_id: str,
+        peer_type: PeerType = "dm",
+        thread_id: str | None = None,
+        interval: float = TYPING_INTERVAL,
+    ) -> AsyncIterator[None]:
+        """Show "typing…" while the block runs, renewed every ``interval`` seconds, then stop.
+
+        A typing indicator is a courtesy: failures are logged, never raised into the block, and
+        a connector without one is asked once.
+        """
+
+        async def call(on: bool) -> bool:
+            try:
+                result = await self.set_typing(
+                    connection_id=connection_id,
+                    peer_id=peer_id,
+                    typing=on,
+                    peer_type=peer_type,
+                    thread_id=thread_id,
+                )
+            except SidecarError as error:
+                log.info("typing indicator for %s failed: %s", peer_id, error)
+                return True
+            return result.ok
+
+        async def keep_alive() -> None:
+            while True:
+                await asyncio.sleep(interval)
+                await call(True)
+
+        supported = await call(True)
+        renewer = asyncio.ensure_future(keep_alive()) if supported else None
+        try:
+            yield
+        finally:
+            if renewer is not None:
+                renewer.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await renewer
+                await call(False)
 
     # §6 deliveries -----------------------------------------------------------------------------
 

@@ -16,7 +16,8 @@
     │       │   ├── SessionNotFound
     │       │   ├── ConnectionNotFound
     │       │   ├── RequestNotFound
-    │       │   └── DeliveryNotFound
+    │       │   ├── DeliveryNotFound
+    │       │   └── MediaNotFound
     │       ├── Conflict                409
     │       │   ├── ConnectionNotReady      a person must re-pair; never retried
     │       │   ├── RequestInProgress       the same requestId is in flight; retried
@@ -62,6 +63,7 @@ __all__ = [
     "InvalidBridgeSignature",
     "InvalidBridgeToken",
     "InvalidResponse",
+    "MediaNotFound",
     "NotFound",
     "ProviderRejected",
     "ProviderUnavailable",
@@ -279,6 +281,10 @@ class ProviderUnavailable(ServerError):
     statuses = frozenset({503})
 
 
+class MediaNotFound(NotFound):
+    """404: no media item has this mediaId."""
+
+
 _BY_CODE: dict[str, type[SidecarHTTPError]] = {
     "unauthorized": Unauthorized,
     "forbidden": Unauthorized,
@@ -292,6 +298,9 @@ _BY_CODE: dict[str, type[SidecarHTTPError]] = {
     "request_not_found": RequestNotFound,
     "delivery_not_found": DeliveryNotFound,
     "event_not_found": DeliveryNotFound,
+    "media_not_found": MediaNotFound,
+    "media_too_large": ValidationFailed,
+    "attachment_too_large": ValidationFailed,
     "connection_not_ready": ConnectionNotReady,
     "request_in_progress": RequestInProgress,
     "session_not_awaiting_code": SessionNotAwaitingCode,

@@ -28,15 +28,18 @@ from connector_sidecar.api import (
     console,
     deliveries,
     health,
+    media,
     metrics,
     send,
     sessions,
+    typing,
 )
 from connector_sidecar.api._common import Services
 from connector_sidecar.api.access_log import AccessLog
 from connector_sidecar.config import Settings
 from connector_sidecar.delivery import DeliveryWorker
 from connector_sidecar.drivers import DRIVER_CLASSES
+from connector_sidecar.media import MediaCache
 from connector_sidecar.metrics import Metrics
 from connector_sidecar.problems import ApiProblem, problem_response
 from connector_sidecar.runtime import Runtime
@@ -126,7 +129,8 @@ def create_app(
     runtime = Runtime(settings, store, clock, app_metrics)
     for kind in settings.connectors:
         runtime.add_driver(DRIVER_CLASSES[kind](runtime.ctx))
-    sender = Sender(runtime, sleep=sleep)
+    media_cache = MediaCache(runtime)
+    sender = Sender(runtime, media_cache, sleep=sleep)
     worker = DeliveryWorker(
         settings,
         store,
@@ -137,7 +141,14 @@ def create_app(
     )
     app_metrics.watch_bridge(lambda: worker.readiness() is not None)
     runtime.on_outbox(worker.notify)
-    svc = Services(settings=settings, store=store, runtime=runtime, sender=sender, delivery=worker)
+    svc = Services(
+        settings=settings,
+        store=store,
+        runtime=runtime,
+        sender=sender,
+        delivery=worker,
+        media=media_cache,
+    )
     svc.readiness_checks.append(worker.readiness)
 
     driver_routes: list[BaseRoute] = [r for d in runtime.drivers.values() for r in d.routes()]
@@ -147,6 +158,8 @@ def create_app(
         *sessions.routes,
         *connections.routes,
         *send.routes,
+        *media.routes,
+        *typing.routes,
         *deliveries.routes,
         *metrics.routes,
         *console.routes,
@@ -159,7 +172,7 @@ def create_app(
         try:
             await runtime.start()
             await worker.start()
-            housekeeping = runtime.spawn(_housekeeping(sender), name="housekeeping")
+            housekeeping = runtime.spawn(_housekeeping(sender, media_cache), name="housekeeping")
             log.info(
                 "sidecar ready on %s:%d with %s; data in %s",
                 settings.host,
@@ -174,6 +187,7 @@ def create_app(
             # store close; what is cut then stays pending, to resume after the next start.
             await asyncio.gather(sender.drain(SHUTDOWN_GRACE_SECONDS), worker.stop())
             await runtime.stop()
+            await sender.files.aclose()
             await store.db.close()
             log.info("sidecar stopped")
 
@@ -193,10 +207,11 @@ def create_app(
     return app
 
 
-async def _housekeeping(sender: Sender) -> None:
+async def _housekeeping(sender: Sender, media_cache: MediaCache) -> None:
     while True:
         try:
             await sender.housekeeping()
+            await media_cache.housekeeping()
         except Exception:
             log.exception("housekeeping failed")
         await asyncio.sleep(HOUSEKEEPING_SECONDS)

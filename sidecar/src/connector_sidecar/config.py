@@ -24,6 +24,9 @@ KNOWN_CONNECTORS = ("weixin", "feishu", "sim")
 DEFAULT_WEIXIN_BASE_URL = "https://ilinkai.weixin.qq.com"
 DEFAULT_FEISHU_BASE_URL = "https://open.feishu.cn"
 DEFAULT_LARK_BASE_URL = "https://open.larksuite.com"
+DEFAULT_WEIXIN_CDN_BASE_URL = "https://novac2c.cdn.weixin.qq.com/c2c"
+DEFAULT_MEDIA_MAX_BYTES = 25 * 1024 * 1024
+DEFAULT_MEDIA_CACHE_BYTES = 1024 * 1024 * 1024
 LOG_LEVELS = ("debug", "info", "warning", "error")
 
 
@@ -58,6 +61,11 @@ class Settings:
     lark_base_url: str = DEFAULT_LARK_BASE_URL
     log_level: str = "info"
     log_format: str = "console"
+    weixin_cdn_base_url: str = DEFAULT_WEIXIN_CDN_BASE_URL
+    media_max_bytes: int = DEFAULT_MEDIA_MAX_BYTES
+    media_cache_bytes: int = DEFAULT_MEDIA_CACHE_BYTES
+    media_prefetch: bool = True
+    media_fetch_allow_private: bool = False
     # Not environment settings: knobs for tests and embedding.
     send_retry_attempts: int = 4
     send_retry_max_seconds: float = 20.0
@@ -92,11 +100,25 @@ class Settings:
             lark_base_url=r.base_url("LARK_BASE_URL", DEFAULT_LARK_BASE_URL),
             log_level=r.choice("LOG_LEVEL", "info", LOG_LEVELS),
             log_format=r.choice("LOG_FORMAT", "console", ("console", "json")),
+            weixin_cdn_base_url=r.base_url("WEIXIN_CDN_BASE_URL", DEFAULT_WEIXIN_CDN_BASE_URL),
+            media_max_bytes=r.integer(
+                "MEDIA_MAX_BYTES", DEFAULT_MEDIA_MAX_BYTES, low=1024, high=1024**3
+            ),
+            media_cache_bytes=r.integer(
+                "MEDIA_CACHE_BYTES", DEFAULT_MEDIA_CACHE_BYTES, low=0, high=1024**4
+            ),
+            media_prefetch=r.flag("MEDIA_PREFETCH", True),
+            media_fetch_allow_private=r.flag("MEDIA_FETCH_ALLOW_PRIVATE", False),
         )
 
     @property
     def database_path(self) -> Path:
         return self.data_dir / "sidecar.sqlite3"
+
+    @property
+    def media_dir(self) -> Path:
+        """Where cached inbound media and outbound attachment bytes live (files, not rows)."""
+        return self.data_dir / "media"
 
 
 def default_replica_id() -> str:
@@ -160,6 +182,17 @@ class _Reader:
         if not low <= number <= high:
             raise ConfigError(name, f"must be between {low:g} and {high:g}, got {number:g}")
         return number
+
+    def flag(self, name: str, default: bool) -> bool:
+        value = self.raw(name)
+        if value is None:
+            return default
+        lowered = value.lower()
+        if lowered in ("true", "1", "yes", "on"):
+            return True
+        if lowered in ("false", "0", "no", "off"):
+            return False
+        raise ConfigError(name, f"must be true or false, got {value!r}")
 
     def host(self, name: str, default: str) -> str:
         value = self.raw(name) or default

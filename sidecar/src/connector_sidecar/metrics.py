@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-import sqlite3
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
@@ -28,6 +27,7 @@ from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
 from connector_sidecar._version import __version__
+from connector_sidecar.store._sql import Connection
 
 __all__ = ["CONTENT_TYPE", "CountingClient", "Metrics", "StoreSnapshot", "vendor_outcome"]
 
@@ -45,7 +45,7 @@ class StoreSnapshot:
     sessions: dict[tuple[str, str], int]  # (kind, status) -> pairing sessions
 
     @classmethod
-    def read(cls, conn: sqlite3.Connection) -> StoreSnapshot:
+    def read(cls, conn: Connection) -> StoreSnapshot:
         outbox = {"pending": 0, "dead": 0}
         outbox.update(
             (status, count)

@@ -100,41 +100,44 @@ def field_problem(path: str, message: str) -> ApiProblem:
     )
 
 
-async def read_body(request: Request) -> bytes:
-    """The request body, refusing more than 1 MiB without reading it all."""
+async def read_body(request: Request, *, limit: int = MAX_BODY_BYTES) -> bytes:
+    """The request body, refusing more than ``limit`` (1 MiB) without reading it all."""
     declared = request.headers.get("content-length")
     if declared is not None:
         try:
-            too_big = int(declared) > MAX_BODY_BYTES
+            too_big = int(declared) > limit
         except ValueError:
             raise ApiProblem(400, "invalid_request", "Content-Length is not a number") from None
         if too_big:
-            raise _body_too_large()
+            raise _body_too_large(limit)
     body = bytearray()
     async for part in request.stream():
         body += part
-        if len(body) > MAX_BODY_BYTES:
-            raise _body_too_large()
+        if len(body) > limit:
+            raise _body_too_large(limit)
     return bytes(body)
 
 
-def _body_too_large() -> ApiProblem:
-    return ApiProblem(
-        413, "body_too_large", f"request bodies are limited to {MAX_BODY_BYTES} bytes"
-    )
+def _body_too_large(limit: int = MAX_BODY_BYTES) -> ApiProblem:
+    return ApiProblem(413, "body_too_large", f"request bodies are limited to {limit} bytes")
 
 
 async def read_json(
-    request: Request, type_: type[T], *, empty_ok: bool = False, vendor_text: bool = False
+    request: Request,
+    type_: type[T],
+    *,
+    empty_ok: bool = False,
+    vendor_text: bool = False,
+    limit: int = MAX_BODY_BYTES,
 ) -> T:
     """Decode the body as ``type_``: 400 for malformed JSON (or not UTF-8), 422 naming the field
-    otherwise.
+    otherwise. ``limit``: the largest body accepted (413 beyond).
 
     ``vendor_text``: for a route that plays a vendor (the sim), read JSON as the vendors' JSON
     parsers do, which keep a lone UTF-16 surrogate escape (``"\\ud800"``) that msgspec refuses;
     the driver boundary then repairs it (``_text``). Other routes refuse it: 400.
     """
-    body = await read_body(request)
+    body = await read_body(request, limit=limit)
     if not body.strip():
         if empty_ok:
             body = b"{}"

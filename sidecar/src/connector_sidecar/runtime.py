@@ -22,6 +22,7 @@ from connector_sidecar._text import repaired, storable_message, storable_text
 from connector_sidecar.config import Settings
 from connector_sidecar.drivers.base import Driver, SessionClosedError
 from connector_sidecar.leases import LeaseKeeper
+from connector_sidecar.media import with_media_ids
 from connector_sidecar.metrics import CountingClient, Metrics
 from connector_sidecar.store import (
     ConnectionRecord,
@@ -287,11 +288,21 @@ class Runtime:
         *,
         state: dict[str, str] | None,
     ) -> list[EnqueueResult]:
+        # Media descriptors get their mediaId before the event is stored (CONTRACT §10.1).
+        messages = [with_media_ids(connection_id, m) for m in messages]
+
         def work(conn: Any) -> tuple[ConnectionRecord, list[EnqueueResult]]:
             connection = self.store.connections.get(conn, connection_id)
             if connection is None:
                 raise KeyError(connection_id)
             results = self.store.outbox.enqueue(conn, connection, messages) if messages else []
+            for message in messages:
+                media = message.metadata.get("media")
+                for descriptor in media if isinstance(media, list) else []:
+                    if descriptor.get("url"):
+                        self.store.media.register(
+                            conn, connection_id, message.message_id, descriptor
+                        )
             if state:
                 self.store.state.set_many(conn, connection_id, state)
             return connection, results

@@ -5,6 +5,11 @@ this the only process): a repeat that arrives while it runs waits for it, briefl
 same answer marked ``duplicate``; a repeat that waits too long gets 409 ``request_in_progress``.
 The ledger row is written before the first vendor call and after every accepted chunk, so after
 a crash or a 503 the next attempt continues after the chunks already sent.
+
+Attachments (``outbound_media``) are parts after the text chunks, each its own vendor message
+with its own vendor key (from requestId and the part index). All of them are resolved and
+checked before the first vendor call; then each is uploaded (the upload recorded in the
+ledger at once) and posted (recorded like a chunk). A retry skips finished uploads and parts.
 """
 
 from __future__ import annotations
@@ -15,8 +20,8 @@ import dataclasses
 import hashlib
 import logging
 import math
-from collections.abc import Callable, Iterator, Sequence
-from typing import Any
+from collections.abc import Awaitable, Callable, Iterator, Sequence
+from typing import Any, TypeVar
 
 import msgspec
 from tenacity import (
@@ -31,6 +36,7 @@ from tenacity.wait import wait_base, wait_exponential, wait_random
 from connector_contracts import SendRequest, SendResult
 from connector_sidecar._clock import Sleep, now_ms
 from connector_sidecar.chunking import split_text
+from connector_sidecar.drivers.attachments import OutboundAttachment
 from connector_sidecar.drivers.base import (
     DeferredSendError,
     Driver,
@@ -40,6 +46,13 @@ from connector_sidecar.drivers.base import (
     TransientSendError,
 )
 from connector_sidecar.leases import wall_ms
+from connector_sidecar.media import MediaCache
+from connector_sidecar.outbound_media import (
+    AttachmentFiles,
+    PreparedAttachment,
+    attachment_digests,
+    strip_data,
+)
 from connector_sidecar.problems import ApiProblem
 from connector_sidecar.runtime import Runtime
 from connector_sidecar.store import ConnectionRecord, EnqueueResult, LedgerEntry
@@ -50,6 +63,7 @@ from connector_sidecar.store.replicas import Holder
 __all__ = ["MAX_DEFERRED_PER_PEER", "SendOutcome", "Sender", "chunks_for", "vendor_key"]
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 MAX_DEFERRED_PER_PEER = 3
 DEFERRED_TTL_MS = 24 * 3600 * 1000
@@ -157,10 +171,13 @@ def _rejected_problem(entry: LedgerEntry) -> ApiProblem:
 
 
 class Sender:
-    def __init__(self, runtime: Runtime, *, sleep: Sleep = asyncio.sleep) -> None:
+    def __init__(
+        self, runtime: Runtime, media: MediaCache, *, sleep: Sleep = asyncio.sleep
+    ) -> None:
         self.runtime = runtime
         self.store = runtime.store
         self.settings = runtime.settings
+        self.files = AttachmentFiles(runtime.settings, media)
         self._sleep = sleep
         self._inflight: dict[str, tuple[str, asyncio.Future[SendOutcome]]] = {}
         self._peer_locks: dict[tuple[str, str], tuple[asyncio.Lock, int]] = {}
@@ -174,14 +191,17 @@ class Sender:
 
     async def send(self, request: SendRequest) -> SendOutcome:
         """Run a send, or join the one already running for this requestId."""
-        if not request.content.strip():
+        if not request.content.strip() and not request.attachments:
             raise ApiProblem(
                 422,
                 "validation_failed",
                 "$.content: must not be empty",
                 request_id=request.request_id,
             )
-        fingerprint = fingerprint_of(request)
+        digests: list[str] = []
+        if request.attachments:
+            digests = await asyncio.to_thread(attachment_digests, request)
+        fingerprint = fingerprint_of(request, digests)
         running = self._inflight.get(request.request_id)
         if running is not None:
             if running[0] != fingerprint:
@@ -282,22 +302,31 @@ class Sender:
                 f"connector {connection.kind!r} is not enabled",
                 request_id=request.request_id,
             )
-        chunks = await _split_for(driver, request)
-        if not chunks:
+        chunks = await _split_for(driver, request) if request.content.strip() else []
+        if not chunks and not request.attachments:
             raise ApiProblem(
                 422,
                 "validation_failed",
                 "$.content: nothing to send",
                 request_id=request.request_id,
             )
+        # Every attachment is resolved and checked before the first vendor call.
+        prepared = [] if entry is not None else await self.files.prepare(request, driver)
         started, owned = await self.store.db.transaction(
-            self.store.ledger.begin, request, len(chunks), self._holder()
+            lambda c: self.store.ledger.begin(
+                c,
+                strip_data(request),
+                len(chunks) + len(prepared),
+                self._holder(),
+                fingerprint=fingerprint,
+                attachments=[p.to_json() for p in prepared],
+            )
         )
         if started.fingerprint != fingerprint:
             raise _conflict(request.request_id)
         if not owned:
             return await self._await_elsewhere(started)
-        if started.chunk_count != len(chunks):
+        if started.chunk_count != len(chunks) + len(started.attachments):
             # The driver's formatting changed between versions: keep the chunks already sent.
             log.warning("send %s: chunking changed since the first attempt", request.request_id)
         try:
@@ -391,19 +420,28 @@ class Sender:
         peer_wrote: Callable[[], bool],
     ) -> SendOutcome:
         request = entry.request
-        for index in range(len(entry.provider_ids), len(chunks)):
-            chunk = OutboundChunk(
-                request_id=request.request_id,
-                index=index,
-                count=len(chunks),
-                text=chunks[index],
-                key=vendor_key(request.request_id, index, driver.key_max_length),
-                target=request.target,
-                message_type=request.message_type,
-                reply_to_message_id=request.reply_to_message_id,
-            )
+        attachments = [PreparedAttachment.from_json(a) for a in entry.attachments]
+        total = len(chunks) + len(attachments)
+        for index in range(len(entry.provider_ids), total):
             try:
-                provider_id = await self._send_chunk(driver, connection, chunk)
+                if index < len(chunks):
+                    chunk = OutboundChunk(
+                        request_id=request.request_id,
+                        index=index,
+                        count=total,
+                        text=chunks[index],
+                        key=vendor_key(request.request_id, index, driver.key_max_length),
+                        target=request.target,
+                        message_type=request.message_type,
+                        reply_to_message_id=request.reply_to_message_id,
+                    )
+                    provider_id = await self._send_chunk(driver, connection, chunk)
+                else:
+                    attachment_index = index - len(chunks)
+                    part = self._part(entry, driver, index, total, attachments[attachment_index])
+                    entry, provider_id = await self._send_part(
+                        entry, driver, connection, part, attachment_index
+                    )
             except RejectedSendError as exc:
                 entry = await self._set_status(
                     entry, "failed", http_status=502, code=exc.code, detail=str(exc)
@@ -434,7 +472,7 @@ class Sender:
                 raise ApiProblem(
                     503,
                     "provider_unavailable",
-                    f"the vendor did not accept chunk {index + 1} of {len(chunks)}: {exc}; "
+                    f"the vendor did not accept part {index + 1} of {total}: {exc}; "
                     "retry with the same requestId to continue",
                     headers={"Retry-After": str(_retry_after(exc))},
                     request_id=request.request_id,
@@ -445,9 +483,60 @@ class Sender:
         entry = await self._set_status(entry, "sent")
         return _stored_result(entry, duplicate=False)
 
+    def _part(
+        self,
+        entry: LedgerEntry,
+        driver: Driver,
+        index: int,
+        total: int,
+        prepared: PreparedAttachment,
+    ) -> OutboundAttachment:
+        request = entry.request
+        return OutboundAttachment(
+            request_id=request.request_id,
+            index=index,
+            count=total,
+            key=vendor_key(request.request_id, index, driver.key_max_length),
+            target=request.target,
+            kind=prepared.kind,
+            file_name=prepared.file_name,
+            mime_type=prepared.mime_type,
+            size=prepared.size,
+            sha256=prepared.sha256,
+            path=self.files.path(prepared.sha256),
+            reply_to_message_id=request.reply_to_message_id,
+        )
+
+    async def _send_part(
+        self,
+        entry: LedgerEntry,
+        driver: Driver,
+        connection: ConnectionRecord,
+        part: OutboundAttachment,
+        attachment_index: int,
+    ) -> tuple[LedgerEntry, str]:
+        """Upload (unless the ledger has it) and post one attachment part."""
+        upload = entry.upload_of(attachment_index)
+        if upload is None:
+            if not part.path.exists():
+                raise RejectedSendError(
+                    "attachment_gone", "the attachment's bytes are no longer kept; send again"
+                )
+            upload = await self._retrying(lambda: driver.upload_attachment(connection, part))
+            entry = await self.store.db.transaction(
+                lambda c: self.store.ledger.record_upload(
+                    c, entry.request_id, attachment_index, upload
+                )
+            )
+        provider_id = await self._retrying(lambda: driver.send_attachment(connection, part, upload))
+        return entry, provider_id
+
     async def _send_chunk(
         self, driver: Driver, connection: ConnectionRecord, chunk: OutboundChunk
     ) -> str:
+        return await self._retrying(lambda: driver.send(connection, chunk))
+
+    async def _retrying(self, call: Callable[[], Awaitable[T]]) -> T:
         retrying = AsyncRetrying(
             retry=retry_if_exception_type(TransientSendError),
             # stop_before_delay, not stop_after_delay: never sleep past the budget (a vendor's
@@ -460,7 +549,7 @@ class Sender:
         )
         async for attempt in retrying:
             with attempt:
-                return await driver.send(connection, chunk)
+                return await call()
         raise AssertionError("unreachable: tenacity reraises")  # pragma: no cover
 
     async def _set_status(
@@ -605,6 +694,9 @@ class Sender:
             purged += batch
             if batch < PURGE_BATCH_SIZE:
                 break
+        removed = await asyncio.to_thread(self.files.purge, LEDGER_RETENTION_MS / 1000)
+        if removed:
+            log.info("housekeeping: %d outbound attachment files removed", removed)
         if expired or purged:
             log.info(
                 "ledger housekeeping: %d deferred sends expired, %d old entries purged",
@@ -624,7 +716,8 @@ def _conflict(request_id: str) -> ApiProblem:
     return ApiProblem(
         422,
         "request_id_conflict",
-        "this requestId was already used for a different message (connection, target, content or type)",
+        "this requestId was already used for a different message (connection, target, content,"
+        " type or attachments)",
         request_id=request_id,
     )
 

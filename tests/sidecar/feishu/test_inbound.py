@@ -195,14 +195,22 @@ def test_post_is_flattened_with_or_without_locale(wrapped: bool) -> None:
 
 
 def test_media_messages_get_a_placeholder_and_descriptor() -> None:
-    """An image is "[image]" with its key in metadata.media; audio maps to voice."""
+    """An image is "[image]" with a descriptor in metadata.media (a list) naming the message
+    resource to fetch; audio maps to voice."""
     image = mapped(event(message_type="image", content={"image_key": "img_7"}))
     assert isinstance(image, InboundMessage)
     assert (image.message_type, image.content) == ("image", "[image]")
-    assert image.metadata["media"] == {"type": "image", "image_key": "img_7"}
+    [descriptor] = image.metadata["media"]
+    assert descriptor["kind"] == "image"
+    assert descriptor["image_key"] == "img_7"
+    ref = json.loads(descriptor["ref"].removeprefix("fsmedia:"))
+    assert ref == {"m": image.message_id, "k": "img_7", "t": "image"}
     audio = mapped(event(message_type="audio", content={"file_key": "f", "duration": 3}))
     assert isinstance(audio, InboundMessage)
     assert (audio.message_type, audio.content) == ("voice", "[voice]")
+    [voice] = audio.metadata["media"]
+    assert voice["kind"] == "voice"
+    assert json.loads(voice["ref"].removeprefix("fsmedia:"))["t"] == "file"
 
 
 def test_other_event_types_and_v1_are_not_messages() -> None:

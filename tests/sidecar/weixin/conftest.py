@@ -122,6 +122,8 @@ def make_weixin(tmp_path: Path, ilink_emulator: IlinkEmulator) -> WeixinFactory:
         overrides.setdefault(
             "weixin_base_url", EMULATOR_BASE if emulator is not None else VENDOR_BASE
         )
+        if emulator is not None:
+            overrides.setdefault("weixin_cdn_base_url", f"{EMULATOR_BASE}/c2c")
         settings = driver_settings(
             data_dir or tmp_path / f"data{next(_ids)}", "weixin", **overrides
         )

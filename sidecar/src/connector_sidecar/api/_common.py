@@ -16,6 +16,7 @@ from connector_sidecar.runtime import Runtime
 from connector_sidecar.store import Store
 
 if TYPE_CHECKING:
+    from connector_sidecar.media import MediaCache
     from connector_sidecar.sending import Sender
 
 __all__ = ["ReadinessCheck", "Services", "json_response", "services"]
@@ -33,6 +34,7 @@ class Services:
     runtime: Runtime
     sender: Sender
     delivery: DeliveryWorker
+    media: MediaCache
     readiness_checks: list[ReadinessCheck] = dataclasses.field(default_factory=list)
 
 

@@ -9,6 +9,9 @@ A driver is constructed once per sidecar with a :class:`~connector_sidecar.runti
   batch of vendor messages *and* the new vendor cursor to ``ctx.ingest`` in one transaction
   before acknowledging the vendor or polling again;
 - :meth:`Driver.send` once per chunk with the chunk's vendor idempotency key;
+- :meth:`Driver.upload_attachment` then :meth:`Driver.send_attachment` once per attachment part
+  (the ledger records each step; see ``attachments``), :meth:`Driver.fetch_media` for the media
+  cache, :meth:`Driver.typing` for ``POST /typing``;
 - :meth:`Driver.logout` when the host logs a connection out.
 
 Send errors tell the ledger what happened::
@@ -33,6 +36,7 @@ from connector_sidecar._text import storable_text
 if TYPE_CHECKING:
     from starlette.routing import BaseRoute
 
+    from connector_sidecar.drivers.attachments import FetchedMedia, OutboundAttachment
     from connector_sidecar.runtime import DriverContext
     from connector_sidecar.store import ConnectionRecord, SessionRecord
 
@@ -123,6 +127,8 @@ class Driver(abc.ABC):
     chunk_limit: ClassVar[int]
     options_schema: ClassVar[dict[str, Any]] = {"type": "object"}
     key_max_length: ClassVar[int] = 50
+    # The attachment kinds ``send_attachment`` takes (with ``send_media`` in capabilities).
+    send_media_kinds: ClassVar[frozenset[str]] = frozenset()
 
     def __init__(self, ctx: DriverContext) -> None:
         self.ctx = ctx
@@ -166,6 +172,40 @@ class Driver(abc.ABC):
 
     async def logout(self, connection: ConnectionRecord) -> None:  # noqa: B027 - optional hook
         """Tell the vendor, where it has a logout. Credentials are deleted by the runtime."""
+
+    def attachment_problem(self, kind: str, mime_type: str, size: int) -> tuple[int, str] | None:
+        """Why this vendor cannot take an attachment, checked before any upload: ``(413,
+        reason)`` for one too large for it, ``(422, reason)`` for a kind or type it refuses."""
+        if kind not in self.send_media_kinds:
+            return 422, f"{self.display_name} connections cannot send {kind} attachments"
+        return None
+
+    async def upload_attachment(
+        self, connection: ConnectionRecord, part: OutboundAttachment
+    ) -> dict[str, Any]:
+        """Upload one attachment's bytes; return a small JSON-able record of what the vendor
+        needs to send it (recorded in the ledger, so a retry never uploads it twice). Raises a
+        :class:`SendError` like :meth:`send`."""
+        raise RejectedSendError("unsupported", f"{self.display_name} cannot send attachments")
+
+    async def send_attachment(
+        self, connection: ConnectionRecord, part: OutboundAttachment, upload: dict[str, Any]
+    ) -> str:
+        """Post the message that carries an uploaded attachment; return the vendor's id."""
+        raise RejectedSendError("unsupported", f"{self.display_name} cannot send attachments")
+
+    async def fetch_media(
+        self, connection: ConnectionRecord, ref: str, *, max_bytes: int
+    ) -> FetchedMedia:
+        """The bytes of an inbound media item (decrypted), by the ``ref`` its descriptor had.
+        Raises a ``MediaError``: too large, refused by the vendor, or unavailable for now."""
+        from connector_sidecar.drivers.attachments import MediaRejectedError
+
+        raise MediaRejectedError("unsupported", f"{self.display_name} media cannot be fetched")
+
+    async def typing(self, connection: ConnectionRecord, target: SendTarget, *, on: bool) -> bool:
+        """Show (``on``) or stop the typing indicator; False where the vendor has none."""
+        return False
 
     def prepare_text(self, content: str, message_type: str) -> str:
         """Turn the host's content into what the vendor shows well (before chunking).

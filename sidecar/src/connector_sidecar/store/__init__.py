@@ -7,6 +7,7 @@ from connector_sidecar.store.connections import ConnectionRecord, Connections
 from connector_sidecar.store.db import Database, database_for
 from connector_sidecar.store.errors import DatabaseLockedError, SchemaTooNewError, StoreError
 from connector_sidecar.store.ledger import LedgerEntry, SendLedger
+from connector_sidecar.store.media import MediaRecord, MediaTable
 from connector_sidecar.store.outbox import (
     EnqueueResult,
     InboundMessage,
@@ -28,6 +29,8 @@ __all__ = [
     "EnqueueResult",
     "InboundMessage",
     "LedgerEntry",
+    "MediaRecord",
+    "MediaTable",
     "Outbox",
     "OutboxRow",
     "Replicas",
@@ -56,3 +59,4 @@ class Store:
         self.ledger = SendLedger(clock)
         self.state = ConnectionState(clock)
         self.replicas = Replicas()
+        self.media = MediaTable(clock)

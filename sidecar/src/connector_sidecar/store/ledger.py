@@ -1,7 +1,11 @@
 """The send ledger: one row per requestId, so a send reaches the vendor at most once per chunk.
 
-``provider_ids`` grows by one as each chunk is accepted by the vendor, in the same commit, so a
-retry after a crash or a 503 resumes after the chunks already sent.
+``provider_ids`` grows by one as each part (a text chunk, then each attachment) is accepted by
+the vendor, in the same commit, so a retry after a crash or a 503 resumes after the parts
+already sent. ``parts`` (JSON) describes the attachments (``attachments``: kind, name, type,
+size, sha256; their bytes are files, not rows) and holds each finished upload (``uploads``: the
+attachment's index → the driver's record), written as soon as the vendor has the bytes, so a
+retry never uploads a finished part again either.
 
 Statuses: ``pending`` (started or interrupted; resumable), ``sent``, ``deferred`` (waiting for the
 peer to write again), ``failed`` (the vendor refused; final), ``expired`` (a deferred send dropped).
@@ -33,6 +37,7 @@ __all__ = ["LedgerEntry", "SendLedger", "fingerprint_of"]
 _encoder = msgspec.json.Encoder()
 _request_decoder = msgspec.json.Decoder(SendRequest)
 _ids_decoder = msgspec.json.Decoder(list[str])
+_parts_decoder = msgspec.json.Decoder(dict[str, Any])
 
 
 _last_seq = 0
@@ -48,12 +53,19 @@ def _next_seq() -> int:
         return _last_seq
 
 
-def fingerprint_of(request: SendRequest) -> str:
-    """What makes two sends with one requestId "the same": connection, target, content, type."""
-    material = _encoder.encode(
-        [request.connection_id, request.target, request.content, request.message_type]
-    )
-    return hashlib.sha256(material).hexdigest()
+def fingerprint_of(request: SendRequest, attachments: list[str] | None = None) -> str:
+    """What makes two sends with one requestId "the same": connection, target, content, type,
+    and the attachments (``attachments``: one digest each, by content; see ``outbound_media``).
+    A send without attachments keeps the fingerprint it had before attachments existed."""
+    fields: list[Any] = [
+        request.connection_id,
+        request.target,
+        request.content,
+        request.message_type,
+    ]
+    if attachments:
+        fields.append(attachments)
+    return hashlib.sha256(_encoder.encode(fields)).hexdigest()
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -72,6 +84,17 @@ class LedgerEntry:
     created_at: int
     updated_at: int
     owner: str | None = None  # the replica running it now, if any
+    parts: dict[str, Any] = dataclasses.field(default_factory=dict, repr=False)
+
+    @property
+    def attachments(self) -> list[dict[str, Any]]:
+        value = self.parts.get("attachments")
+        return value if isinstance(value, list) else []
+
+    def upload_of(self, attachment_index: int) -> dict[str, Any] | None:
+        uploads = self.parts.get("uploads")
+        record = uploads.get(str(attachment_index)) if isinstance(uploads, dict) else None
+        return record if isinstance(record, dict) else None
 
 
 def _row(row: Any) -> LedgerEntry:
@@ -90,6 +113,7 @@ def _row(row: Any) -> LedgerEntry:
         created_at=row["created_at"],
         updated_at=row["updated_at"],
         owner=row["owner"],
+        parts=_parts_decoder.decode(row["parts"] or "{}"),
     )
 
 
@@ -103,21 +127,34 @@ class SendLedger:
         ).fetchone()
         return _row(row) if row else None
 
-    def create(self, conn: Connection, request: SendRequest, chunk_count: int) -> LedgerEntry:
+    def create(
+        self,
+        conn: Connection,
+        request: SendRequest,
+        chunk_count: int,
+        *,
+        fingerprint: str | None = None,
+        attachments: list[dict[str, Any]] | None = None,
+    ) -> LedgerEntry:
+        """A new pending entry; ``request`` as it should be kept (without attachment bytes),
+        ``chunk_count`` counting every part, ``attachments`` their descriptions."""
         now = now_ms(self.clock)
+        parts = {"attachments": attachments, "uploads": {}} if attachments else {}
         conn.execute(
             "INSERT INTO send_ledger (request_id, connection_id, peer_id, fingerprint, request, status,"
-            " chunk_count, created_at, updated_at, seq) VALUES (?, ?, ?, ?, ?, 'pending', ?, ?, ?, ?)",
+            " chunk_count, created_at, updated_at, seq, parts)"
+            " VALUES (?, ?, ?, ?, ?, 'pending', ?, ?, ?, ?, ?)",
             (
                 request.request_id,
                 request.connection_id,
                 request.target.peer_id,
-                fingerprint_of(request),
+                fingerprint or fingerprint_of(request),
                 _encoder.encode(request),
                 chunk_count,
                 now,
                 now,
                 _next_seq(),
+                _encoder.encode(parts).decode(),
             ),
         )
         entry = self.get(conn, request.request_id)
@@ -125,28 +162,40 @@ class SendLedger:
         return entry
 
     def begin(
-        self, conn: Connection, request: SendRequest, chunk_count: int, holder: Holder
+        self,
+        conn: Connection,
+        request: SendRequest,
+        chunk_count: int,
+        holder: Holder,
+        *,
+        fingerprint: str | None = None,
+        attachments: list[dict[str, Any]] | None = None,
     ) -> tuple[LedgerEntry, bool]:
-        """The entry of ``request`` (created if new), and whether ``holder`` now owns it.
+        """The entry of ``request`` (created if new, as :meth:`create`), and whether ``holder``
+        now owns it.
 
         Only a ``pending`` entry with the same fingerprint, owned by nobody live, is taken; the
         caller reads the rest (a conflict, a final result, a send running elsewhere).
         """
+        fingerprint = fingerprint or fingerprint_of(request)
         now = now_ms(self.clock)
+        parts = {"attachments": attachments, "uploads": {}} if attachments else {}
         cursor = conn.execute(
             "INSERT INTO send_ledger (request_id, connection_id, peer_id, fingerprint, request,"
-            " status, chunk_count, created_at, updated_at, seq, owner, owner_until)"
-            " VALUES (?, ?, ?, ?, ?, 'pending', ?, ?, ?, ?, ?, ?) ON CONFLICT (request_id) DO NOTHING",
+            " status, chunk_count, created_at, updated_at, seq, parts, owner, owner_until)"
+            " VALUES (?, ?, ?, ?, ?, 'pending', ?, ?, ?, ?, ?, ?, ?)"
+            " ON CONFLICT (request_id) DO NOTHING",
             (
                 request.request_id,
                 request.connection_id,
                 request.target.peer_id,
-                fingerprint_of(request),
+                fingerprint,
                 _encoder.encode(request),
                 chunk_count,
                 now,
                 now,
                 _next_seq(),
+                _encoder.encode(parts).decode(),
                 holder.replica_id,
                 holder.until,
             ),
@@ -155,7 +204,7 @@ class SendLedger:
         owned = created or self.own(conn, request.request_id, holder, "pending")
         entry = self.get(conn, request.request_id)
         assert entry is not None
-        return entry, owned and entry.fingerprint == fingerprint_of(request)
+        return entry, owned and entry.fingerprint == fingerprint
 
     def own(self, conn: Connection, request_id: str, holder: Holder, status: str) -> bool:
         """Take the entry if it has ``status`` and no live owner (or is ``holder``'s already)."""
@@ -196,6 +245,27 @@ class SendLedger:
             (now, entry.connection_id),
         )
         return dataclasses.replace(entry, provider_ids=ids, updated_at=now)
+
+    def record_upload(
+        self,
+        conn: Connection,
+        request_id: str,
+        attachment_index: int,
+        record: dict[str, Any],
+    ) -> LedgerEntry:
+        """An attachment's bytes reached the vendor: keep what posting its message needs."""
+        entry = self.get(conn, request_id)
+        if entry is None:
+            raise KeyError(request_id)
+        uploads = dict(entry.parts.get("uploads") or {})
+        uploads[str(attachment_index)] = record
+        parts = {**entry.parts, "uploads": uploads}
+        now = now_ms(self.clock)
+        conn.execute(
+            "UPDATE send_ledger SET parts = ?, updated_at = ? WHERE request_id = ?",
+            (_encoder.encode(parts).decode(), now, request_id),
+        )
+        return dataclasses.replace(entry, parts=parts, updated_at=now)
 
     def set_status(
         self,

@@ -173,6 +173,34 @@ CREATE TABLE replicas (
 CREATE INDEX connections_by_lease ON connections (lease_owner)
 """
 
+# Media (CONTRACT §10.1). ``media`` names every inbound media item by its ``mediaId``, with the
+# driver's reference to fetch it (which may hold a vendor key: never logged) and, once fetched,
+# the size and hash of the cached copy. The bytes are files under the data directory, not rows:
+# ``cached_bytes`` is null while there is no file. ``send_ledger.parts`` records, per attachment
+# of a send, what it was (kind, name, type, size, sha256) and its finished upload, so a retry
+# neither uploads nor posts a finished part again. ``sim_sent.attachment`` describes a sim
+# attachment part (JSON), null for text chunks.
+_0004_media = """
+CREATE TABLE media (
+    media_id      TEXT PRIMARY KEY,
+    connection_id TEXT NOT NULL,
+    message_id    TEXT NOT NULL,
+    kind          TEXT NOT NULL,
+    mime_type     TEXT,
+    file_name     TEXT,
+    size          INTEGER,
+    ref           TEXT NOT NULL,
+    cached_bytes  INTEGER,
+    sha256        TEXT,
+    fetched_at    INTEGER,
+    created_at    INTEGER NOT NULL
+);
+CREATE INDEX media_by_fetched ON media (fetched_at);
+CREATE INDEX media_by_created ON media (created_at);
+ALTER TABLE send_ledger ADD COLUMN parts TEXT NOT NULL DEFAULT '{}';
+ALTER TABLE sim_sent ADD COLUMN attachment TEXT
+"""
+
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(1, _0001_initial),
     Migration(2, _0002_outbox_failures_queued_at),
@@ -181,4 +209,5 @@ MIGRATIONS: tuple[Migration, ...] = (
         _0003_replicas + ";\nUPDATE send_ledger SET seq = rowid",
         postgres_ddl(_0003_replicas),
     ),
+    Migration(4, _0004_media),
 )

@@ -24,9 +24,15 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Route
 
+from connector_contracts import SendTarget
 from connector_sidecar._clock import now_ms
 from connector_sidecar._qr import qr_data_url
 from connector_sidecar.drivers._common import as_dict
+from connector_sidecar.drivers.attachments import (
+    FetchedMedia,
+    MediaRejectedError,
+    OutboundAttachment,
+)
 from connector_sidecar.drivers.base import (
     Driver,
     LoginExpiredError,
@@ -45,6 +51,7 @@ from connector_sidecar.drivers.feishu.api import (
     WsEndpoint,
 )
 from connector_sidecar.drivers.feishu.inbound import (
+    MEDIA_REF_PREFIX,
     Dropped,
     Envelope,
     RecentIds,
@@ -53,6 +60,14 @@ from connector_sidecar.drivers.feishu.inbound import (
     render_content,
 )
 from connector_sidecar.drivers.feishu.markdown import post_content
+from connector_sidecar.drivers.feishu.media import (
+    FILE_LIMIT,
+    IMAGE_LIMIT,
+    download_resource,
+    message_content,
+    upload_file,
+    upload_image,
+)
 from connector_sidecar.drivers.feishu.options import (
     OPTIONS_SCHEMA,
     ConnectionConfig,
@@ -114,10 +129,13 @@ class FeishuDriver(Driver):
     capabilities: ClassVar[tuple[str, ...]] = (
         "receive_text",
         "send_text",
+        "receive_media",
+        "send_media",
         "direct_messages",
         "groups",
         "threads",
     )
+    send_media_kinds: ClassVar[frozenset[str]] = frozenset({"image", "file", "voice", "video"})
     chunk_limit: ClassVar[int] = 4000
     options_schema: ClassVar[dict[str, Any]] = OPTIONS_SCHEMA
     # Feishu's uuid: at most 50 characters, deduped for 1 h [doc text quoted in 3rd-party SDKs].
@@ -545,19 +563,41 @@ class FeishuDriver(Driver):
     # -- sending ----------------------------------------------------------------------------------
 
     async def send(self, connection: ConnectionRecord, chunk: OutboundChunk) -> str:
-        live = self._live_for(connection)
         msg_type, content = _content(chunk.text, chunk.message_type)
-        target = chunk.target
+        return await self._post(
+            connection,
+            request_id=chunk.request_id,
+            index=chunk.index,
+            key=chunk.key,
+            target=chunk.target,
+            reply_to=chunk.reply_to_message_id,
+            msg_type=msg_type,
+            content=content,
+        )
+
+    async def _post(
+        self,
+        connection: ConnectionRecord,
+        *,
+        request_id: str,
+        index: int,
+        key: str,
+        target: SendTarget,
+        reply_to: str | None,
+        msg_type: str,
+        content: str,
+    ) -> str:
+        """One message (a chunk or an attachment part) with its key as Feishu's ``uuid``."""
+        live = self._live_for(connection)
         in_thread = bool(target.thread_id)
-        reply_to = chunk.reply_to_message_id
         if reply_to is None and target.thread_id:
             # Feishu posts into a thread only as a reply: to the latest message seen there.
             reply_to = await self.ctx.get_state(
                 connection.connection_id, THREAD_STATE_PREFIX + target.thread_id
             )
-        if reply_to is not None and chunk.index > 0 and not in_thread:
+        if reply_to is not None and index > 0 and not in_thread:
             reply_to = None  # quote once; the rest of a long answer follows as plain messages
-        uuid = chunk.key
+        uuid = key
         try:
             if reply_to is not None:
                 try:
@@ -577,11 +617,11 @@ class FeishuDriver(Driver):
                     # served by an answer in the chat than by none).
                     log.info(
                         "send %s: reply target %s is gone (%s); sending to the chat",
-                        chunk.request_id,
+                        request_id,
                         reply_to,
                         exc,
                     )
-                    uuid = _fallback_uuid(chunk.key)
+                    uuid = _fallback_uuid(key)
             sent = await live.api.create_message(
                 receive_id_type=_receive_id_type(target.peer_id),
                 receive_id=target.peer_id,
@@ -596,6 +636,79 @@ class FeishuDriver(Driver):
             raise TransientSendError(str(exc), retry_after=exc.retry_after) from None
         except FeishuApiError as exc:
             raise RejectedSendError(str(exc.code), exc.msg or str(exc)) from None
+
+    # -- media ------------------------------------------------------------------------------------
+
+    def attachment_problem(self, kind: str, mime_type: str, size: int) -> tuple[int, str] | None:
+        problem = super().attachment_problem(kind, mime_type, size)
+        if problem is not None:
+            return problem
+        limit = IMAGE_LIMIT if kind == "image" else FILE_LIMIT
+        if size > limit:
+            return 413, f"Feishu takes {kind} uploads of at most {limit} bytes; this is {size}"
+        if size == 0:
+            return 422, "Feishu does not take empty files"
+        if kind == "voice" and mime_type not in ("audio/ogg", "audio/opus"):
+            return 422, "Feishu voice messages must be Opus audio (audio/ogg or audio/opus)"
+        if kind == "video" and mime_type != "video/mp4":
+            return 422, "Feishu video messages must be MP4 (video/mp4)"
+        return None
+
+    async def upload_attachment(
+        self, connection: ConnectionRecord, part: OutboundAttachment
+    ) -> dict[str, Any]:
+        live = self._live_for(connection)
+        data = await asyncio.to_thread(part.read)
+        try:
+            if part.kind == "image":
+                key = await upload_image(
+                    live.api, data, file_name=part.file_name, mime_type=part.mime_type
+                )
+            else:
+                key = await upload_file(
+                    live.api,
+                    data,
+                    kind=part.kind,
+                    file_name=part.file_name,
+                    mime_type=part.mime_type,
+                )
+        except CredentialsRejected as exc:
+            raise LoginExpiredError(f"Feishu refused the app credentials: {exc}") from None
+        except FeishuUnavailable as exc:
+            raise TransientSendError(str(exc), retry_after=exc.retry_after) from None
+        except FeishuApiError as exc:
+            raise RejectedSendError(str(exc.code), exc.msg or str(exc)) from None
+        return {"key": key}
+
+    async def send_attachment(
+        self, connection: ConnectionRecord, part: OutboundAttachment, upload: dict[str, Any]
+    ) -> str:
+        msg_type, content = message_content(part.kind, str(upload["key"]))
+        return await self._post(
+            connection,
+            request_id=part.request_id,
+            index=part.index,
+            key=part.key,
+            target=part.target,
+            reply_to=part.reply_to_message_id,
+            msg_type=msg_type,
+            content=json.dumps(content),
+        )
+
+    async def fetch_media(
+        self, connection: ConnectionRecord, ref: str, *, max_bytes: int
+    ) -> FetchedMedia:
+        try:
+            fields = json.loads(ref.removeprefix(MEDIA_REF_PREFIX))
+            message_id, key, resource_type = fields["m"], fields["k"], fields["t"]
+        except (ValueError, KeyError, TypeError):
+            raise MediaRejectedError(
+                "bad_media_reference", "not a Feishu media reference"
+            ) from None
+        live = self._live_for(connection)
+        return await download_resource(
+            live.api, str(message_id), str(key), str(resource_type), max_bytes=max_bytes
+        )
 
     async def logout(self, connection: ConnectionRecord) -> None:
         # Feishu has no logout for a tenant token; forget what this process holds.

@@ -45,6 +45,7 @@ _PLACEHOLDERS = {
     "location": "[location]",
 }
 _MENTION_ALL = "@_all"
+_MEDIA_KINDS = {"image": "image", "file": "file", "audio": "voice", "media": "video"}
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -140,6 +141,8 @@ def map_message(
     content, extra = render_content(
         feishu_type, message.get("content"), mentions, bot_open_id=bot_open_id
     )
+    if isinstance(extra.get("media"), dict):
+        extra = {**extra, "media": [media_descriptor(message_id, extra["media"])]}
     metadata: dict[str, Any] = {
         "botMentioned": bot_mentioned,
         "mentions": [
@@ -170,6 +173,25 @@ def map_message(
         timestamp=_timestamp(message.get("create_time")) or _timestamp(envelope.create_time),
         metadata=metadata,
     )
+
+
+MEDIA_REF_PREFIX = "fsmedia:"
+
+
+def media_descriptor(message_id: str, media: dict[str, Any]) -> dict[str, Any]:
+    """A media descriptor with the driver's reference to fetch it: the message resource
+    ``GET …/messages/{message_id}/resources/{key}?type=image|file`` [sdk]."""
+    feishu_type = str(media.get("type"))
+    key = media.get("image_key") if feishu_type == "image" else media.get("file_key")
+    descriptor = {**media, "kind": _MEDIA_KINDS.get(feishu_type, "file")}
+    if isinstance(media.get("file_name"), str):
+        descriptor["fileName"] = media["file_name"]
+    if isinstance(key, str) and key and feishu_type in _MEDIA_KINDS:
+        resource_type = "image" if feishu_type == "image" else "file"
+        descriptor["ref"] = MEDIA_REF_PREFIX + json.dumps(
+            {"m": message_id, "k": key, "t": resource_type}, separators=(",", ":")
+        )
+    return descriptor
 
 
 def mentions_all(raw_content: Any, mentions: list[_Mention]) -> bool:

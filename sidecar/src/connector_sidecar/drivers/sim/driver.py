@@ -3,13 +3,25 @@
 Faults are held in memory per connection (they are a test's setting, not state to keep). Sends
 are recorded in ``sim_sent`` so a test can see, after a restart too, exactly what reached the
 "vendor": the sim does not dedupe by the vendor key, so a double send would show.
+
+Media: injected media bytes are the "vendor's" copy, kept as files under
+``<data dir>/sim-media/<sha256>`` (the descriptor's ref names the file); attachment uploads
+land there too, and each attachment message is a ``sim_sent`` row describing it (kind, name,
+type, size, sha256). ``uploads`` counts the uploads per connection, for tests.
 """
 
 from __future__ import annotations
 
 import asyncio
+import base64
+import binascii
+import collections
 import dataclasses
+import hashlib
+import json
+import os
 import secrets
+from pathlib import Path
 from typing import Any, ClassVar
 
 from starlette.requests import Request
@@ -17,6 +29,7 @@ from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 
 from connector_contracts import (
+    SendTarget,
     SimFaults,
     SimFaultsView,
     SimInboundAccepted,
@@ -28,6 +41,12 @@ from connector_contracts import (
 )
 from connector_sidecar._clock import iso_ms, now_ms
 from connector_sidecar._qr import qr_data_url
+from connector_sidecar.drivers.attachments import (
+    FetchedMedia,
+    MediaRejectedError,
+    OutboundAttachment,
+    guess_mime_type,
+)
 from connector_sidecar.drivers.base import (
     DeferredSendError,
     Driver,
@@ -38,13 +57,15 @@ from connector_sidecar.drivers.base import (
     SessionClosedError,
     TransientSendError,
 )
-from connector_sidecar.problems import ApiProblem, read_json
+from connector_sidecar.problems import MAX_BODY_BYTES, ApiProblem, field_problem, read_json
 from connector_sidecar.store import ConnectionRecord, InboundMessage, SessionRecord
 from connector_sidecar.views import session_view
 
 __all__ = ["SimDriver"]
 
 SESSION_SECONDS = 480
+MEDIA_REF_PREFIX = "sim:"
+PLACEHOLDERS = {"image": "[image]", "voice": "[voice]", "video": "[video]", "file": "[file]"}
 
 
 @dataclasses.dataclass
@@ -55,6 +76,8 @@ class _Faults:
     expire_login: bool = False
     reply_window_closed: bool = False
     send_failures_after: int = 0
+    upload_failures: int = 0
+    upload_rejects: int = 0
 
     def view(self) -> SimFaultsView:
         return SimFaultsView(**dataclasses.asdict(self))
@@ -67,10 +90,13 @@ class SimDriver(Driver):
     capabilities: ClassVar[tuple[str, ...]] = (
         "receive_text",
         "send_text",
+        "receive_media",
+        "send_media",
         "direct_messages",
         "groups",
         "threads",
     )
+    send_media_kinds: ClassVar[frozenset[str]] = frozenset({"image", "file", "video", "voice"})
     chunk_limit: ClassVar[int] = 2000
     options_schema: ClassVar[dict[str, Any]] = {
         "type": "object",
@@ -95,6 +121,7 @@ class SimDriver(Driver):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self._faults: dict[str, _Faults] = {}
+        self.uploads: collections.Counter[str] = collections.Counter()
 
     def parse_options(self, options: dict[str, Any]) -> dict[str, Any]:
         auto = options.get("autoConfirm", False)
@@ -145,6 +172,12 @@ class SimDriver(Driver):
     # -- sending ----------------------------------------------------------------------------------
 
     async def send(self, connection: ConnectionRecord, chunk: OutboundChunk) -> str:
+        await self._vendor_checks(connection)
+        return await self._record(
+            connection, chunk.request_id, chunk.index, chunk.key, chunk.target, chunk.text, None
+        )
+
+    async def _vendor_checks(self, connection: ConnectionRecord) -> None:
         faults = self._faults_of(connection.connection_id)
         if faults.send_latency_ms:
             await asyncio.sleep(faults.send_latency_ms / 1000)
@@ -161,25 +194,100 @@ class SimDriver(Driver):
             else:
                 faults.send_failures -= 1
                 raise TransientSendError("the sim failed transiently (injected)")
+
+    async def _record(
+        self,
+        connection: ConnectionRecord,
+        request_id: str,
+        index: int,
+        key: str,
+        target: SendTarget,
+        text: str,
+        attachment: dict[str, Any] | None,
+    ) -> str:
         provider_id = "sim_" + secrets.token_hex(10)
         await self.ctx.store.db.transaction(
             lambda c: c.execute(
                 "INSERT INTO sim_sent (connection_id, request_id, chunk_index, vendor_key, provider_message_id,"
-                " peer_id, thread_id, content, sent_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                " peer_id, thread_id, content, sent_at, attachment) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 (
                     connection.connection_id,
-                    chunk.request_id,
-                    chunk.index,
-                    chunk.key,
+                    request_id,
+                    index,
+                    key,
                     provider_id,
-                    chunk.target.peer_id,
-                    chunk.target.thread_id,
-                    chunk.text,
+                    target.peer_id,
+                    target.thread_id,
+                    text,
                     now_ms(self.ctx.clock),
+                    json.dumps(attachment) if attachment is not None else None,
                 ),
             )
         )
         return provider_id
+
+    # -- media ------------------------------------------------------------------------------------
+
+    @property
+    def media_dir(self) -> Path:
+        return self.ctx.settings.data_dir / "sim-media"
+
+    def _store_bytes(self, data: bytes) -> str:
+        sha256 = hashlib.sha256(data).hexdigest()
+        self.media_dir.mkdir(parents=True, exist_ok=True)
+        path = self.media_dir / sha256
+        if not path.exists():
+            partial = path.with_name(f".{sha256}.{os.getpid()}.part")
+            partial.write_bytes(data)
+            os.replace(partial, path)
+        return sha256
+
+    async def upload_attachment(
+        self, connection: ConnectionRecord, part: OutboundAttachment
+    ) -> dict[str, Any]:
+        faults = self._faults_of(connection.connection_id)
+        if faults.expire_login:
+            raise LoginExpiredError("the sim login has expired")
+        if faults.upload_rejects > 0:
+            faults.upload_rejects -= 1
+            raise RejectedSendError("sim_upload_rejected", "the sim refused this upload (injected)")
+        if faults.upload_failures > 0:
+            faults.upload_failures -= 1
+            raise TransientSendError("the sim upload failed transiently (injected)")
+        data = await asyncio.to_thread(part.read)
+        sha256 = await asyncio.to_thread(self._store_bytes, data)
+        self.uploads[connection.connection_id] += 1
+        return {"fileId": sha256}
+
+    async def send_attachment(
+        self, connection: ConnectionRecord, part: OutboundAttachment, upload: dict[str, Any]
+    ) -> str:
+        await self._vendor_checks(connection)
+        if not (self.media_dir / str(upload["fileId"])).exists():
+            raise RejectedSendError("sim_file_unknown", "the sim has no such uploaded file")
+        attachment = {
+            "kind": part.kind,
+            "fileName": part.file_name,
+            "mimeType": part.mime_type,
+            "size": part.size,
+            "sha256": part.sha256,
+        }
+        return await self._record(
+            connection, part.request_id, part.index, part.key, part.target, "", attachment
+        )
+
+    async def fetch_media(
+        self, connection: ConnectionRecord, ref: str, *, max_bytes: int
+    ) -> FetchedMedia:
+        sha256 = ref.removeprefix(MEDIA_REF_PREFIX)
+        path = self.media_dir / sha256
+        if not ref.startswith(MEDIA_REF_PREFIX) or not sha256.isalnum():
+            raise MediaRejectedError("bad_media_reference", "not a sim media reference")
+        try:
+            data = await asyncio.to_thread(path.read_bytes)
+        except FileNotFoundError:
+            raise MediaRejectedError("sim_media_gone", "the sim no longer has this item") from None
+        return FetchedMedia(data=data)
 
     # -- routes -----------------------------------------------------------------------------------
 
@@ -215,14 +323,41 @@ class SimDriver(Driver):
             raise ApiProblem(404, "connection_not_found", f"no sim connection {connection_id!r}")
         return connection
 
+    async def _inbound_media(self, body: SimInboundMessage) -> list[dict[str, Any]]:
+        """Each injected item kept as the "vendor's" file, and its descriptor."""
+        descriptors: list[dict[str, Any]] = []
+        for index, item in enumerate(body.media or []):
+            try:
+                data = base64.b64decode(item.data, validate=True)
+            except (binascii.Error, ValueError):
+                raise field_problem(f"$.media[{index}].data", "is not base64") from None
+            sha256 = await asyncio.to_thread(self._store_bytes, data)
+            descriptors.append(
+                {
+                    "kind": item.kind,
+                    "mimeType": guess_mime_type(data, item.kind, item.mime_type),
+                    "fileName": item.file_name,
+                    "size": len(data),
+                    "ref": MEDIA_REF_PREFIX + sha256,
+                }
+            )
+        return descriptors
+
     async def _inbound(self, request: Request) -> Response:
-        body = await read_json(request, SimInboundMessage, vendor_text=True)
+        limit = -(-self.ctx.settings.media_max_bytes // 3) * 4 + MAX_BODY_BYTES
+        body = await read_json(request, SimInboundMessage, limit=limit, vendor_text=True)
         connection = await self._connection(request)
         if connection.status != "connected":
             raise ApiProblem(409, "connection_not_ready", f"the connection is {connection.status}")
         faults = self._faults_of(connection.connection_id)
         faults.reply_window_closed = False  # a message from the peer reopens the reply window
         message_id = body.message_id or "sim_" + secrets.token_hex(10)
+        media = await self._inbound_media(body)
+        message_type = body.message_type
+        content = body.content
+        if media and message_type == "text" and not content:
+            message_type = media[0]["kind"]
+            content = PLACEHOLDERS.get(message_type, "[file]")
         [result] = await self.ctx.ingest(
             connection.connection_id,
             [
@@ -232,8 +367,9 @@ class SimDriver(Driver):
                     peer_type=body.peer_type,
                     user_id=body.user_id or body.peer_id,
                     thread_id=body.thread_id,
-                    message_type=body.message_type,
-                    content=body.content,
+                    message_type=message_type,
+                    content=content,
+                    metadata={"media": media} if media else {},
                 )
             ],
         )
@@ -257,6 +393,7 @@ class SimDriver(Driver):
                 thread_id=r["thread_id"],
                 content=r["content"],
                 sent_at=iso_ms(r["sent_at"]) or "",
+                **_attachment_fields(r["attachment"]),
             )
             for r in rows
         ]
@@ -276,6 +413,19 @@ class SimDriver(Driver):
                 connection.connection_id, "auth_expired", last_error="the sim login has expired"
             )
         return _json(faults.view())
+
+
+def _attachment_fields(raw: str | None) -> dict[str, Any]:
+    if not raw:
+        return {}
+    value = json.loads(raw)
+    return {
+        "kind": value.get("kind"),
+        "file_name": value.get("fileName"),
+        "mime_type": value.get("mimeType"),
+        "size": value.get("size"),
+        "sha256": value.get("sha256"),
+    }
 
 
 def _json(value: Any, *, status: int = 200) -> Response:

@@ -354,6 +354,37 @@ class IlinkClient:
             check=check_send_answer,
         )
 
+    async def get_upload_url(
+        self, base_url: str, token: str, request: dict[str, Any]
+    ) -> dict[str, Any]:
+        """``getuploadurl`` (§7 step 3): where to POST the ciphertext of one upload."""
+        return await self._post_bot(
+            base_url, "ilink/bot/getuploadurl", token, request, timeout_s=SEND_TIMEOUT
+        )
+
+    async def get_config(
+        self, base_url: str, token: str, user_id: str, *, context_token: str | None
+    ) -> dict[str, Any]:
+        """``getconfig`` (§6): carries the ``typing_ticket`` for one user."""
+        body: dict[str, Any] = {"ilink_user_id": user_id}
+        if context_token:
+            body["context_token"] = context_token
+        return await self._post_bot(
+            base_url, "ilink/bot/getconfig", token, body, timeout_s=NOTIFY_TIMEOUT
+        )
+
+    async def send_typing(
+        self, base_url: str, token: str, user_id: str, ticket: str, *, typing: bool
+    ) -> None:
+        """``sendtyping`` (§6): status 1 typing, 2 cancel; no context_token on this call."""
+        await self._post_bot(
+            base_url,
+            "ilink/bot/sendtyping",
+            token,
+            {"ilink_user_id": user_id, "typing_ticket": ticket, "status": 1 if typing else 2},
+            timeout_s=NOTIFY_TIMEOUT,
+        )
+
     async def notify(
         self, base_url: str, token: str, which: str, *, timeout_s: float = NOTIFY_TIMEOUT
     ) -> None:

@@ -37,7 +37,12 @@ from typing import Any, ClassVar
 
 import httpx
 
+from connector_contracts import SendTarget
 from connector_sidecar._version import __version__
+from connector_sidecar.drivers.attachments import (
+    FetchedMedia,
+    OutboundAttachment,
+)
 from connector_sidecar.drivers.base import (
     DeferredSendError,
     Driver,
@@ -59,7 +64,18 @@ from connector_sidecar.drivers.weixin.client import (
 )
 from connector_sidecar.drivers.weixin.inbound import Poller, PollTiming, Sleep, context_token_key
 from connector_sidecar.drivers.weixin.markdown import wechat_safe_markdown
+from connector_sidecar.drivers.weixin.media import (
+    CdnError,
+    download,
+    encrypt,
+    message_item,
+    new_upload_keys,
+    outbound_aes_key,
+    upload_request,
+    upload_to_cdn,
+)
 from connector_sidecar.drivers.weixin.pairing import Pairing, PairTiming, save_session
+from connector_sidecar.drivers.weixin.typing import TicketCache
 from connector_sidecar.store import ConnectionRecord, SessionRecord
 
 __all__ = ["CLIENT_ID_PREFIX", "WeixinDriver"]
@@ -88,8 +104,13 @@ class WeixinDriver(Driver):
         "receive_text",
         "send_text",
         "receive_media",
+        "send_media",
         "direct_messages",
+        "typing",
     )
+    # The reference routes video/* to video, image/* to image and the rest to file; it never
+    # sends voice, and whether the server takes a voice item from a bot is [unconfirmed].
+    send_media_kinds: ClassVar[frozenset[str]] = frozenset({"image", "file", "video"})
     # The server silently truncates text above about 2000 characters [3rd-party].
     chunk_limit: ClassVar[int] = 2000
     options_schema: ClassVar[dict[str, Any]] = {"type": "object", "properties": {}}
@@ -103,6 +124,7 @@ class WeixinDriver(Driver):
         self.sleep: Sleep = asyncio.sleep
         self._client: IlinkClient | None = None
         self._run_locks: dict[str, asyncio.Lock] = {}
+        self.tickets = TicketCache(self.ctx.clock)
 
     @property
     def client(self) -> IlinkClient:
@@ -160,23 +182,32 @@ class WeixinDriver(Driver):
         return wechat_safe_markdown(content) if message_type == "markdown" else content
 
     async def send(self, connection: ConnectionRecord, chunk: OutboundChunk) -> str:
-        token = connection.credentials.get("bot_token")
-        base_url = connection.credentials.get("base_url")
-        if not token or not base_url:
-            raise LoginExpiredError("no stored WeChat login; scan a new QR code")
-        if chunk.target.peer_type == "group":
+        item = {"type": ITEM_TEXT, "text_item": {"text": chunk.text}}
+        return await self._send_item(connection, chunk.request_id, chunk.key, chunk.target, item)
+
+    async def _send_item(
+        self,
+        connection: ConnectionRecord,
+        request_id: str,
+        key: str,
+        target: SendTarget,
+        item: dict[str, Any],
+    ) -> str:
+        """One ``sendmessage`` with one item (the reference never sends more per request)."""
+        token, base_url = _login(connection)
+        if target.peer_type == "group":
             raise RejectedSendError(
                 "unsupported_peer_type", "WeChat iLink bots can only message users directly"
             )
-        peer_id = chunk.target.peer_id
-        client_id = client_id_for(chunk)
+        peer_id = target.peer_id
+        client_id = f"{CLIENT_ID_PREFIX}:{key}"
         msg: dict[str, Any] = {
             "from_user_id": "",
             "to_user_id": peer_id,
             "client_id": client_id,
             "message_type": MESSAGE_TYPE_BOT,
             "message_state": MESSAGE_STATE_FINISH,
-            "item_list": [{"type": ITEM_TEXT, "text_item": {"text": chunk.text}}],
+            "item_list": [item],
         }
         context_token = await self.ctx.get_state(
             connection.connection_id, context_token_key(peer_id)
@@ -185,31 +216,122 @@ class WeixinDriver(Driver):
             msg["context_token"] = context_token
         else:
             # The reference only warns; the server then tends to answer -2 [3rd-party].
-            log.warning("send %s: no context_token for this peer yet", chunk.request_id)
-        # run_id: one UUID for all the chunks of one reply.
-        msg["run_id"] = str(uuid.uuid5(_RUN_ID_NAMESPACE, chunk.request_id))
+            log.warning("send %s: no context_token for this peer yet", request_id)
+        # run_id: one UUID for all the parts of one reply.
+        msg["run_id"] = str(uuid.uuid5(_RUN_ID_NAMESPACE, request_id))
         try:
-            answer = await self.client.send_message(str(base_url), str(token), msg)
+            answer = await self.client.send_message(base_url, token, msg)
+        except IlinkApiError as exc:
+            raise _send_error(exc) from None
+        except IlinkTransportError as exc:
+            raise _transport_error(exc) from None
+        if errcode := as_int(answer.get("errcode")):
+            # ret 0 with an errcode: sent, as the reference reads it (client.check_send_answer).
+            log.warning("send %s: WeChat answered ret 0 with errcode %s", request_id, errcode)
+        # `{}` and a missing ret count as success (the reference); the id is then our client_id.
+        return as_id(answer.get("message_id")) or client_id
+
+    # -- media ------------------------------------------------------------------------------------
+
+    async def upload_attachment(
+        self, connection: ConnectionRecord, part: OutboundAttachment
+    ) -> dict[str, Any]:
+        """getuploadurl, encrypt, CDN POST (§7); the record holds what the item needs."""
+        token, base_url = _login(connection)
+        data = await asyncio.to_thread(part.read)
+        filekey, key = new_upload_keys()
+        request = upload_request(
+            data, kind=part.kind, to_user=part.target.peer_id, filekey=filekey, key=key
+        )
+        try:
+            answer = await self.client.get_upload_url(base_url, token, request)
+        except IlinkApiError as exc:
+            raise _send_error(exc) from None
+        except IlinkTransportError as exc:
+            raise _transport_error(exc) from None
+        ciphertext = await asyncio.to_thread(encrypt, data, key)
+        try:
+            param = await upload_to_cdn(
+                self.client.http,
+                self.ctx.settings.weixin_cdn_base_url,
+                answer,
+                filekey=filekey,
+                ciphertext=ciphertext,
+            )
+        except CdnError as exc:
+            if exc.permanent:
+                raise RejectedSendError(f"cdn_http_{exc.status or 'error'}", str(exc)) from None
+            raise TransientSendError(str(exc)) from None
+        # The key is per file and only opens what we sent; it stays in the ledger with the
+        # send so a retry can post the item without uploading again.
+        return {
+            "param": param,
+            "aesKey": outbound_aes_key(key),
+            "cipherSize": len(ciphertext),
+            "rawSize": len(data),
+        }
+
+    async def send_attachment(
+        self, connection: ConnectionRecord, part: OutboundAttachment, upload: dict[str, Any]
+    ) -> str:
+        item = message_item(part.kind, upload, file_name=part.file_name)
+        return await self._send_item(connection, part.request_id, part.key, part.target, item)
+
+    async def fetch_media(
+        self, connection: ConnectionRecord, ref: str, *, max_bytes: int
+    ) -> FetchedMedia:
+        data = await download(
+            self.client.http, self.ctx.settings.weixin_cdn_base_url, ref, max_bytes=max_bytes
+        )
+        return FetchedMedia(data=data)
+
+    async def typing(self, connection: ConnectionRecord, target: SendTarget, *, on: bool) -> bool:
+        """getconfig (cached per user) then sendtyping; failures are ignored, as the reference."""
+        token, base_url = _login(connection)
+        user = target.peer_id
+        context_token = await self.ctx.get_state(connection.connection_id, context_token_key(user))
+
+        async def fetch() -> dict[str, Any]:
+            return await self.client.get_config(base_url, token, user, context_token=context_token)
+
+        ticket = await self.tickets.ticket(connection.connection_id, user, fetch)
+        if ticket is None:
+            log.info("typing for %s skipped: no typing_ticket from getconfig", user)
+            return True
+        try:
+            await self.client.send_typing(base_url, token, user, ticket, typing=on)
         except IlinkApiError as exc:
             if exc.stale_token:
                 raise LoginExpiredError(
                     f"WeChat says the login is no longer valid ({exc})"
                 ) from None
-            if exc.code == RET_REPLY_WINDOW_CLOSED:
-                # Policy, not transport: the 24 h window, ~10 replies per inbound message, or a
-                # missing context token [3rd-party]. Only a new message from the peer reopens it.
-                # Hermes also reads -2 "unknown error" as a dead login; we do not [3rd-party].
-                raise DeferredSendError(
-                    f"WeChat refused the reply until the user writes again ({exc})"
-                ) from None
-            raise RejectedSendError(str(exc.code), exc.errmsg) from None
+            log.info("sendtyping failed (ignored): %s", exc)
         except IlinkTransportError as exc:
-            status = exc.status
-            if status is not None and 400 <= status < 500 and status not in _RETRYABLE_4XX:
-                raise RejectedSendError(f"http_{status}", str(exc)) from None
-            raise TransientSendError(str(exc), retry_after=exc.retry_after) from None
-        if errcode := as_int(answer.get("errcode")):
-            # ret 0 with an errcode: sent, as the reference reads it (client.check_send_answer).
-            log.warning("send %s: WeChat answered ret 0 with errcode %s", chunk.request_id, errcode)
-        # `{}` and a missing ret count as success (the reference); the id is then our client_id.
-        return as_id(answer.get("message_id")) or client_id
+            log.info("sendtyping failed (ignored): %s", exc)
+        return True
+
+
+def _login(connection: ConnectionRecord) -> tuple[str, str]:
+    token = connection.credentials.get("bot_token")
+    base_url = connection.credentials.get("base_url")
+    if not token or not base_url:
+        raise LoginExpiredError("no stored WeChat login; scan a new QR code")
+    return str(token), str(base_url)
+
+
+def _send_error(exc: IlinkApiError) -> Exception:
+    if exc.stale_token:
+        return LoginExpiredError(f"WeChat says the login is no longer valid ({exc})")
+    if exc.code == RET_REPLY_WINDOW_CLOSED:
+        # Policy, not transport: the 24 h window, ~10 replies per inbound message, or a
+        # missing context token [3rd-party]. Only a new message from the peer reopens it.
+        # Hermes also reads -2 "unknown error" as a dead login; we do not [3rd-party].
+        return DeferredSendError(f"WeChat refused the reply until the user writes again ({exc})")
+    return RejectedSendError(str(exc.code), exc.errmsg)
+
+
+def _transport_error(exc: IlinkTransportError) -> Exception:
+    status = exc.status
+    if status is not None and 400 <= status < 500 and status not in _RETRYABLE_4XX:
+        return RejectedSendError(f"http_{status}", str(exc))
+    return TransientSendError(str(exc), retry_after=exc.retry_after)
