@@ -184,13 +184,14 @@ SidecarFactory = Callable[..., contextlib.AbstractAsyncContextManager[Sidecar]]
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
     if "store_backend" in metafunc.fixturenames:
-        both = (
-            metafunc.definition.get_closest_marker("both_stores") is not None
-            and metafunc.definition.get_closest_marker("sqlite_only") is None
-        )
-        metafunc.parametrize(
-            "store_backend", ["sqlite", "postgres"] if both else ["sqlite"], indirect=True
-        )
+        marker = metafunc.definition.get_closest_marker
+        if marker("postgres_only"):
+            backends = ["postgres"]
+        elif marker("both_stores") and not marker("sqlite_only"):
+            backends = ["sqlite", "postgres"]
+        else:
+            backends = ["sqlite"]
+        metafunc.parametrize("store_backend", backends, indirect=True)
 
 
 @pytest.fixture
