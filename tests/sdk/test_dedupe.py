@@ -360,12 +360,12 @@ async def test_store_does_not_grow_without_bound(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize(
     ("ttl", "retention", "message"),
-    [(0.0, RETENTION, "positive"), (60.0, 10.0, "retention")],
+    [(-1.0, RETENTION, "zero or positive"), (60.0, 10.0, "retention")],
 )
 def test_bad_windows_are_refused(
     ttl: float, retention: float, message: str, tmp_path: Path
 ) -> None:
-    """A retention shorter than the processing TTL, or a zero TTL, is refused."""
+    """A retention shorter than the processing TTL, or a negative TTL, is refused."""
     with pytest.raises(ValueError, match=message):
         MemoryDedupeStore(processing_ttl_seconds=ttl, retention_seconds=retention)
     with pytest.raises(ValueError, match=message):

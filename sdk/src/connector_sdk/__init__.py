@@ -3,7 +3,8 @@
 - :class:`SidecarClient`: the sidecar's API, with idempotent, retried ``send()``.
 - :func:`request_id_for`: deterministic requestIds, as existing hosts build them.
 - :class:`BridgeVerifier`: bearer token and Standard Webhooks signatures of bridge requests.
-- :class:`MemoryDedupeStore`, :class:`SqliteDedupeStore`: process each event once.
+- :class:`MemoryDedupeStore`, :class:`SqliteDedupeStore`, :class:`PostgresDedupeStore`,
+  :class:`RedisDedupeStore`: process each event once.
 - :class:`BridgeEndpoint`, :func:`handle_bridge_request`: the bridge route, ready to mount.
 """
 
@@ -17,6 +18,8 @@ from connector_sdk.dedupe import (
     DedupeStatus,
     DedupeStore,
     MemoryDedupeStore,
+    PostgresDedupeStore,
+    RedisDedupeStore,
     SqliteDedupeStore,
     dedupe_key,
 )
@@ -91,9 +94,11 @@ __all__ = [
     "InvalidResponse",
     "MemoryDedupeStore",
     "NotFound",
+    "PostgresDedupeStore",
     "ProviderRejected",
     "ProviderUnavailable",
     "RateLimited",
+    "RedisDedupeStore",
     "RequestIdConflict",
     "RequestInProgress",
     "RequestNotFound",
