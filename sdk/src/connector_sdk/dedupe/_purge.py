@@ -20,6 +20,13 @@ logger = logging.getLogger("connector_sdk")
 T = TypeVar("T")
 
 _CLOSE_TIMEOUT_SECONDS: Final = 10.0
+_STOP_TRIES: Final = 50
+_STOP_WAIT_SECONDS: Final = 0.2
+
+
+def _being_cancelled() -> bool:
+    task = asyncio.current_task()
+    return task is not None and task.cancelling() > 0
 
 
 class Purger:
@@ -53,8 +60,15 @@ class Purger:
         """Cancel the task and wait until it has ended."""
         task = self._detach()
         if task is not None and task.get_loop() is asyncio.get_running_loop():
-            task.cancel()
-            await asyncio.wait([task])  # not `await task`: our own cancellation still counts
+            # A driver may turn the cancellation into its own error while a purge runs (the
+            # task then stops at its next check), so cancel until it has ended, boundedly.
+            for _ in range(_STOP_TRIES):
+                task.cancel()
+                # not `await task`: our own cancellation must still count
+                await asyncio.wait([task], timeout=_STOP_WAIT_SECONDS)
+                if task.done():
+                    return
+            logger.warning("dedupe purge task did not stop; left to the event loop")
 
     def stop_nowait(self) -> None:
         """Cancel the task without waiting (from synchronous code or another thread)."""
@@ -84,6 +98,8 @@ class Purger:
             try:
                 removed = await self._purge()
             except Exception:  # a background loop: log, and try again next round
+                if _being_cancelled():
+                    return  # the error was our cancellation, turned into a driver error
                 logger.warning(
                     "dedupe purge failed; next try in %gs", self._interval, exc_info=True
                 )
