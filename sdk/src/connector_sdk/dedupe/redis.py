@@ -4,10 +4,10 @@ Needs the ``redis`` extra: ``pip install 'connector-sdk[redis]'``.
 
 Each record is one JSON string at ``{prefix}record:{dedupe_key}``; a sorted set
 ``{prefix}updated`` holds every key scored by its ``updated_at``, for :meth:`purge` and
-:meth:`count`. Every call reads the record under ``WATCH``, applies the package's rules, and
-writes the record and its score in one ``MULTI``/``EXEC``; when another client changed the
-record in between, EXEC fails and the call reads it again (bounded), so any number of
-processes process each event once. A call returns once Redis has executed it: whether that
+:meth:`count`. Every call reads the record (``GET``), applies the package's rules in Python,
+and writes the record and its score with a compare-and-set script: the write happens only if
+the record is still exactly what was read; otherwise the call reads it again (bounded). So
+any number of processes process each event once, in two round trips per call. A call returns once Redis has executed it: whether that
 survives a crash of the Redis server is the server's persistence setting (``appendonly yes``
 with ``appendfsync always`` or ``everysec``).
 
@@ -21,6 +21,7 @@ from __future__ import annotations
 import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Final, TypeVar
 from urllib.parse import urlsplit
 
@@ -46,6 +47,7 @@ from connector_sdk.errors import ConfigurationError, DedupeError
 
 if TYPE_CHECKING:
     from redis.asyncio import Redis
+    from redis.commands.core import AsyncScript
 
 __all__ = ["RedisDedupeStore"]
 
@@ -53,7 +55,7 @@ R = TypeVar("R")
 
 DEFAULT_PREFIX: Final = "connector-dedupe:"
 #: Other clients changed the record this many times in a row: an error, not a loop.
-_MAX_WATCH_RETRIES: Final = 50
+_MAX_WRITE_RACES: Final = 50
 _PURGE_BATCH: Final = 1000
 # Removes up to ARGV[2] members scored below ARGV[1] from the index KEYS[1], and their records
 # (ARGV[3] .. member), atomically: a record touched meanwhile has a new score and stays.
@@ -66,8 +68,31 @@ end
 return #keys
 """
 
+# Writes ARGV[3] at KEYS[1] and scores ARGV[5] as ARGV[4] in the index KEYS[2], only if
+# KEYS[1] still holds ARGV[2] (ARGV[1] == "1") or nothing (ARGV[1] == "0"). Returns 1 if written.
+_COMPARE_AND_SET_SCRIPT: Final = """
+local current = redis.call('GET', KEYS[1])
+if ARGV[1] == '1' then
+    if current ~= ARGV[2] then return 0 end
+elseif current then
+    return 0
+end
+redis.call('SET', KEYS[1], ARGV[3])
+redis.call('ZADD', KEYS[2], ARGV[4], ARGV[5])
+return 1
+"""
+
 _encoder = msgspec.json.Encoder()
 _decoder = msgspec.json.Decoder(Row)
+
+
+@dataclass(frozen=True, slots=True)
+class _Client:
+    """The client of one event loop, with its scripts (sent by SHA, loaded when missing)."""
+
+    redis: Redis
+    compare_and_set: AsyncScript
+    purge: AsyncScript
 
 
 def _require_driver() -> None:
@@ -131,7 +156,7 @@ class RedisDedupeStore(BaseStore):
         self._url = url
         self._where = _redacted(url)
         self._index = f"{prefix}updated"
-        self._client: LoopBound[Redis] = LoopBound(self._open_client, self._close_client)
+        self._client: LoopBound[_Client] = LoopBound(self._open_client, self._close_client)
 
     def __repr__(self) -> str:
         return f"RedisDedupeStore({self._where!r}, prefix={self.prefix!r})"
@@ -178,14 +203,14 @@ class RedisDedupeStore(BaseStore):
         """The record of a key, or None."""
         async with self._errors():
             client = await self._client.get()
-            raw = await client.get(self._record(dedupe_key))
+            raw = await client.redis.get(self._record(dedupe_key))
         return None if raw is None else _decoder.decode(raw).record()
 
     async def count(self) -> int:
         """How many records the store holds under its prefix."""
         async with self._errors():
             client = await self._client.get()
-            return int(await client.zcard(self._index))
+            return int(await client.redis.zcard(self._index))
 
     async def purge(self) -> int:
         """Drop records not touched for ``retention_seconds``; returns how many."""
@@ -193,10 +218,11 @@ class RedisDedupeStore(BaseStore):
         removed = 0
         async with self._errors():
             client = await self._client.get()
-            script = client.register_script(_PURGE_SCRIPT)
             for _ in range(1_000_000):  # bounded: each round removes a full batch or ends
                 batch = int(
-                    await script(keys=[self._index], args=[cutoff, _PURGE_BATCH, self._record("")])
+                    await client.purge(
+                        keys=[self._index], args=[cutoff, _PURGE_BATCH, self._record("")]
+                    )
                 )
                 removed += batch
                 if batch < _PURGE_BATCH:
@@ -219,31 +245,30 @@ class RedisDedupeStore(BaseStore):
     async def _atomically(
         self, key: str, change: Callable[[Row | None], tuple[Row | None, R]]
     ) -> R:
-        """Read ``key`` under WATCH, write what ``change`` returns (None: nothing) in MULTI."""
-        from redis.exceptions import WatchError
-
+        """Read ``key``, write what ``change`` returns (None: nothing) if it is unchanged."""
         record = self._record(key)
         async with self._errors():
             client = await self._client.get()
-            async with client.pipeline(transaction=True) as pipe:
-                for _ in range(_MAX_WATCH_RETRIES):
-                    try:
-                        await pipe.watch(record)
-                        raw = await pipe.get(record)
-                        write, result = change(None if raw is None else _decoder.decode(raw))
-                        if write is None:
-                            # Unwatch: the read was one atomic GET, nothing to write.
-                            await pipe.reset()  # type: ignore[no-untyped-call]
-                            return result
-                        pipe.multi()  # type: ignore[no-untyped-call]
-                        pipe.set(record, _encoder.encode(write))
-                        pipe.zadd(self._index, {key: write.updated_at})
-                        await pipe.execute()
-                        return result
-                    except WatchError:
-                        continue  # another client wrote the record since our read
+            for _ in range(_MAX_WRITE_RACES):
+                raw = await client.redis.get(record)
+                write, result = change(None if raw is None else _decoder.decode(raw))
+                if write is None:
+                    return result  # the read was one atomic GET: nothing to write
+                written = await client.compare_and_set(
+                    keys=[record, self._index],
+                    args=[
+                        "0" if raw is None else "1",
+                        b"" if raw is None else raw,
+                        _encoder.encode(write),
+                        repr(write.updated_at),
+                        key,
+                    ],
+                )
+                if int(written) == 1:
+                    return result
+                # another client wrote the record since our read: apply the rules again
         raise DedupeError(
-            f"dedupe store {self!r}: {key} kept changing, gave up after {_MAX_WATCH_RETRIES} tries"
+            f"dedupe store {self!r}: {key} kept changing, gave up after {_MAX_WRITE_RACES} tries"
         )
 
     @asynccontextmanager
@@ -257,7 +282,7 @@ class RedisDedupeStore(BaseStore):
 
     # the connection pool ---------------------------------------------------------------------
 
-    async def _open_client(self) -> Redis:
+    async def _open_client(self) -> _Client:
         from redis.asyncio import BlockingConnectionPool, Redis
 
         pool = BlockingConnectionPool.from_url(
@@ -272,11 +297,15 @@ class RedisDedupeStore(BaseStore):
         except BaseException:
             await client.aclose()
             raise
-        return client
+        return _Client(
+            client,
+            client.register_script(_COMPARE_AND_SET_SCRIPT),
+            client.register_script(_PURGE_SCRIPT),
+        )
 
     @staticmethod
-    async def _close_client(client: Redis) -> None:
-        await client.aclose()
+    async def _close_client(client: _Client) -> None:
+        await client.redis.aclose()
 
     async def _connect(self) -> None:
         async with self._errors():
