@@ -429,6 +429,17 @@ async def test_hundred_concurrent_begins_process_once(store: Store) -> None:
     assert sum(d.http_status == 409 for d in decisions) == 99
 
 
+async def test_concurrent_takeovers_each_see_the_last_one(make_store: MakeStore) -> None:
+    """TTL 0, 60 concurrent begins of one key: all process, attempts 1..60 (no lost update)."""
+    async with make_store(processing_ttl_seconds=0) as store:
+        decisions = await asyncio.gather(*(store.begin("c", "hot", 1) for _ in range(60)))
+        assert all(d.should_process for d in decisions)
+        assert sorted(d.record.delivery_attempts for d in decisions) == list(range(1, 61))
+        record = await store.get("c:hot")
+        assert record is not None
+        assert record.delivery_attempts == 60
+
+
 @pytest.mark.parametrize("store_kind", ["sqlite", "postgres", "redis"])
 async def test_two_store_objects_on_one_backend(make_store: MakeStore) -> None:
     """Two store objects on one file, database or Redis (two connections) still process once."""

@@ -24,6 +24,9 @@ _STOP_TRIES: Final = 50
 _STOP_WAIT_SECONDS: Final = 0.2
 
 
+_closing: set[asyncio.Task[None]] = set()
+
+
 def _being_cancelled() -> bool:
     task = asyncio.current_task()
     return task is not None and task.cancelling() > 0
@@ -112,7 +115,8 @@ class LoopBound(Generic[T]):
     """A client (a connection pool) opened on first use, in and for the running event loop.
 
     Used from another loop, the old client is handed back to its own loop to be closed (or
-    dropped when that loop has ended, which closed its sockets) and a new one is opened.
+    dropped when that loop has ended: close a store before its loop ends) and a new one is
+    opened.
     """
 
     def __init__(
@@ -167,9 +171,12 @@ class LoopBound(Generic[T]):
         except RuntimeError:
             running = None
         if loop.is_closed():
-            return  # its sockets were closed with the loop
+            return  # nothing can run there any more: its connections go with it
         if running is loop:
-            loop.create_task(self._close(value))
+            # Called from sync code inside the loop: it cannot wait, so the loop closes it.
+            task = loop.create_task(self._close(value))
+            _closing.add(task)  # a reference until done: tasks are held only weakly
+            task.add_done_callback(_closing.discard)
         elif loop.is_running():
             future = asyncio.run_coroutine_threadsafe(self._close(value), loop)
             with suppress(Exception):

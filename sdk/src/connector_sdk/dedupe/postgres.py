@@ -279,7 +279,6 @@ class PostgresDedupeStore(BaseStore):
             raise DedupeError(f"dedupe store {self!r}: {error}") from error
 
     async def _open_pool(self) -> AsyncConnectionPool[AsyncConnection[Any]]:
-        import psycopg
         from psycopg_pool import AsyncConnectionPool
 
         pool: AsyncConnectionPool[AsyncConnection[Any]] = AsyncConnectionPool(
@@ -302,7 +301,7 @@ class PostgresDedupeStore(BaseStore):
                     "SELECT pg_advisory_xact_lock(hashtext(%s))", (f"connector_sdk:{self.table}",)
                 )
                 for statement in self._sql_schema:
-                    await connection.execute(cast("psycopg.abc.Query", statement))
+                    await connection.execute(statement)
         except BaseException:
             await pool.close()
             raise

@@ -55,7 +55,7 @@ R = TypeVar("R")
 
 DEFAULT_PREFIX: Final = "connector-dedupe:"
 #: Other clients changed the record this many times in a row: an error, not a loop.
-_MAX_WRITE_RACES: Final = 50
+_MAX_WRITE_RACES: Final = 200
 _PURGE_BATCH: Final = 1000
 # Removes up to ARGV[2] members scored below ARGV[1] from the index KEYS[1], and their records
 # (ARGV[3] .. member), atomically: a record touched meanwhile has a new score and stays.
