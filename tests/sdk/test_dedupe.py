@@ -1,13 +1,11 @@
-"""Dedupe stores: every rule, concurrency within a process and across processes, JSON import."""
+"""Dedupe stores: every rule, the purge, concurrency in one process and typed errors, each on
+every store (memory, SQLite, PostgreSQL, Redis). Several processes: test_dedupe_processes.py;
+the JSON import: test_dedupe_import.py."""
 
 from __future__ import annotations
 
 import asyncio
-import json
-import subprocess
-import sys
-import textwrap
-from collections.abc import AsyncIterator, Coroutine
+from collections.abc import AsyncIterator, Callable, Coroutine
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -16,18 +14,19 @@ import pytest
 from connector_sdk import (
     DedupeDecision,
     DedupeError,
-    DedupeImportError,
     DedupeStore,
     MemoryDedupeStore,
+    PostgresDedupeStore,
+    RedisDedupeStore,
     SqliteDedupeStore,
     UnknownDedupeKey,
 )
 
+from ._dedupe_stores import KINDS, MakeStore, Store, open_store
 from ._fakes import FakeClock
 
 pytestmark = pytest.mark.anyio
 
-Store = MemoryDedupeStore | SqliteDedupeStore
 TTL = 60.0
 RETENTION = 7 * 24 * 3600.0
 
@@ -38,17 +37,11 @@ def clock() -> FakeClock:
     return FakeClock()
 
 
-@pytest.fixture(params=["memory", "sqlite"])
-async def store(
-    request: pytest.FixtureRequest, tmp_path: Path, clock: FakeClock
-) -> AsyncIterator[Store]:
+@pytest.fixture
+async def store(make_store: MakeStore, clock: FakeClock) -> AsyncIterator[Store]:
     """Each store kind, with default windows and the fake clock."""
-    if request.param == "memory":
-        async with MemoryDedupeStore(now=clock) as memory_store:
-            yield memory_store
-        return
-    async with SqliteDedupeStore(tmp_path / "dedupe.sqlite3", now=clock) as sqlite_store:
-        yield sqlite_store
+    async with make_store(now=clock) as opened:
+        yield opened
 
 
 async def test_stores_implement_the_protocol(store: Store) -> None:
@@ -242,18 +235,12 @@ def _purge_tasks() -> list[asyncio.Task[object]]:
     return [t for t in asyncio.all_tasks() if "dedupe-purge" in t.get_name() and not t.done()]
 
 
-@pytest.mark.parametrize("kind", ["memory", "sqlite"])
 async def test_records_are_purged_in_the_background(
-    kind: str, tmp_path: Path, clock: FakeClock
+    make_store: MakeStore, clock: FakeClock
 ) -> None:
     """With no further calls, a background task drops records older than the retention."""
-    windows = {"retention_seconds": 100.0, "processing_ttl_seconds": 10.0}
-    store: Store = (
-        MemoryDedupeStore(purge_interval_seconds=0.01, now=clock, **windows)
-        if kind == "memory"
-        else SqliteDedupeStore(
-            tmp_path / "bg.sqlite3", purge_interval_seconds=0.01, now=clock, **windows
-        )
+    store = make_store(
+        retention_seconds=100.0, processing_ttl_seconds=10.0, purge_interval_seconds=0.01, now=clock
     )
     async with store:
         old = await store.begin("c", "old", 1)
@@ -269,16 +256,11 @@ async def test_records_are_purged_in_the_background(
     assert _purge_tasks() == []
 
 
-@pytest.mark.parametrize("kind", ["memory", "sqlite"])
 async def test_purge_starts_on_first_use_and_stops_on_aclose(
-    kind: str, tmp_path: Path, clock: FakeClock, caplog: pytest.LogCaptureFixture
+    make_store: MakeStore, clock: FakeClock, caplog: pytest.LogCaptureFixture
 ) -> None:
     """A store used without ``async with`` starts its purge on begin(); aclose() ends it."""
-    store: Store = (
-        MemoryDedupeStore(purge_interval_seconds=0.01, now=clock)
-        if kind == "memory"
-        else SqliteDedupeStore(tmp_path / "lazy.sqlite3", purge_interval_seconds=0.01, now=clock)
-    )
+    store = make_store(purge_interval_seconds=0.01, now=clock)
     assert _purge_tasks() == []
     await store.begin("c", "e", 1)
     (task,) = _purge_tasks()
@@ -290,14 +272,56 @@ async def test_purge_starts_on_first_use_and_stops_on_aclose(
     assert not [r for r in caplog.records if r.levelname in ("ERROR", "CRITICAL")]
 
 
-def test_purge_task_of_a_finished_loop_is_replaced(clock: FakeClock) -> None:
+async def test_a_closed_store_opens_again_on_the_next_call(make_store: MakeStore) -> None:
+    """After aclose() (or close()), the next call reopens the file, pool or client."""
+    store = make_store()
+    first = await store.begin("c", "e", 1)
+    await store.aclose()
+    await store.complete(first.dedupe_key, "m")
+    store.close()
+    record = await store.get(first.dedupe_key)
+    assert record is not None
+    assert (record.status, record.message_id) == ("completed", "m")
+
+
+@pytest.mark.parametrize("store_kind", ["memory", "sqlite"])
+def test_purge_task_of_a_finished_loop_is_replaced(
+    store_kind: str, store_target: tuple[str, str], clock: FakeClock
+) -> None:
     """A store used under one event loop, then another, purges under the second."""
-    store = MemoryDedupeStore(purge_interval_seconds=0.01, retention_seconds=100, now=clock)
+    store = open_store(
+        store_kind, *store_target, purge_interval_seconds=0.01, retention_seconds=100, now=clock
+    )
 
     async def first() -> None:
         await store.begin("c", "old", 1)
 
     asyncio.run(first())  # the loop ends and cancels the first purge task
+
+    async def second() -> bool:
+        clock.advance(101)
+        await store.begin("c", "new", 1)
+        gone = await _wait_until_gone(store, "c:old")
+        await store.aclose()
+        return gone
+
+    assert asyncio.run(second())
+
+
+@pytest.mark.parametrize("store_kind", ["postgres", "redis"])
+def test_a_pool_is_opened_again_in_a_new_loop(
+    store_kind: str, store_target: tuple[str, str], clock: FakeClock
+) -> None:
+    """A store closed at the end of one event loop connects and purges under the next one."""
+    store = open_store(
+        store_kind, *store_target, purge_interval_seconds=0.01, retention_seconds=100, now=clock
+    )
+
+    async def first() -> None:
+        await store.begin("c", "old", 1)
+        await store.aclose()
+
+    asyncio.run(first())
 
     async def second() -> bool:
         clock.advance(101)
@@ -333,48 +357,68 @@ async def test_purge_returns_count(store: Store, clock: FakeClock) -> None:
     clock.advance(RETENTION - 10)
     fresh = await store.begin("c", "fresh", 1)
     clock.advance(11)
+    assert await store.count() == 6
     assert await store.purge() == 5
     assert await store.purge() == 0
+    assert await store.count() == 1
     assert await store.get(fresh.dedupe_key) is not None
 
 
-async def test_store_does_not_grow_without_bound(tmp_path: Path) -> None:
+async def test_store_does_not_grow_without_bound(make_store: MakeStore) -> None:
     """Under a steady stream of events, the record count stays near one retention's worth."""
     clock = FakeClock()
-    windows = {"retention_seconds": 100.0, "processing_ttl_seconds": 10.0}
-    memory = MemoryDedupeStore(purge_interval_seconds=0.005, now=clock, **windows)
-    sqlite_store = SqliteDedupeStore(
-        tmp_path / "d.sqlite3", purge_interval_seconds=0.005, now=clock, **windows
+    store = make_store(
+        retention_seconds=100.0,
+        processing_ttl_seconds=10.0,
+        purge_interval_seconds=0.005,
+        now=clock,
     )
-    async with memory, sqlite_store:
+    async with store:
         for n in range(300):
-            for s in (memory, sqlite_store):
-                decision = await s.begin("c", f"e{n}", 1)
-                await s.complete(decision.dedupe_key)
+            decision = await store.begin("c", f"e{n}", 1)
+            await store.complete(decision.dedupe_key)
             clock.advance(1)
             if n % 50 == 49:
                 await asyncio.sleep(0.05)  # let the background purge run
-        assert len(memory) <= 160
-        assert await sqlite_store.count() <= 160
+        assert await store.count() <= 160
 
 
+@pytest.mark.parametrize("kind", KINDS)
 @pytest.mark.parametrize(
     ("ttl", "retention", "message"),
-    [(0.0, RETENTION, "positive"), (60.0, 10.0, "retention")],
+    [(-1.0, RETENTION, "zero or positive"), (60.0, 10.0, "retention")],
 )
 def test_bad_windows_are_refused(
-    ttl: float, retention: float, message: str, tmp_path: Path
+    kind: str, ttl: float, retention: float, message: str, tmp_path: Path
 ) -> None:
-    """A retention shorter than the processing TTL, or a zero TTL, is refused."""
+    """A retention shorter than the processing TTL, or a negative TTL, is refused by every store."""
+    target = {
+        "memory": "",
+        "sqlite": str(tmp_path / "x.sqlite3"),
+        "postgres": "postgresql://nobody@127.0.0.1:1/none",
+        "redis": "redis://127.0.0.1:1/0",
+    }[kind]
     with pytest.raises(ValueError, match=message):
-        MemoryDedupeStore(processing_ttl_seconds=ttl, retention_seconds=retention)
-    with pytest.raises(ValueError, match=message):
-        SqliteDedupeStore(
-            tmp_path / "x.sqlite3", processing_ttl_seconds=ttl, retention_seconds=retention
-        )
+        open_store(kind, target, "x", processing_ttl_seconds=ttl, retention_seconds=retention)
 
 
-# concurrency ---------------------------------------------------------------------------------
+async def test_zero_ttl_makes_every_in_flight_duplicate_stale(make_store: MakeStore) -> None:
+    """processing_ttl_seconds=0: a duplicate of an event in progress is processed again."""
+    clock = FakeClock()
+    async with make_store(processing_ttl_seconds=0, now=clock) as store:
+        first = await store.begin("c", "e", 1)
+        again = await store.begin("c", "e", 1)  # same instant: still stale at once
+        assert again.should_process
+        assert (again.http_status, again.record.delivery_attempts) == (200, 2)
+        await store.complete(first.dedupe_key, "m")
+        done = await store.begin("c", "e", 3)
+        assert (done.should_process, done.status, done.http_status) == (False, "completed", 200)
+        failed = await store.begin("c", "f", 1)
+        await store.fail(failed.dedupe_key, "x")
+        assert (await store.begin("c", "f", 1)).should_process
+
+
+# concurrency in one process ----------------------------------------------------------------
 
 
 async def test_hundred_concurrent_begins_process_once(store: Store) -> None:
@@ -384,10 +428,21 @@ async def test_hundred_concurrent_begins_process_once(store: Store) -> None:
     assert sum(d.http_status == 409 for d in decisions) == 99
 
 
-async def test_two_store_objects_on_one_file(tmp_path: Path) -> None:
-    """Two SqliteDedupeStore objects on one file (two connections) still process once."""
-    path = tmp_path / "shared.sqlite3"
-    async with SqliteDedupeStore(path) as a, SqliteDedupeStore(path) as b:
+async def test_concurrent_takeovers_each_see_the_last_one(make_store: MakeStore) -> None:
+    """TTL 0, 60 concurrent begins of one key: all process, attempts 1..60 (no lost update)."""
+    async with make_store(processing_ttl_seconds=0) as store:
+        decisions = await asyncio.gather(*(store.begin("c", "hot", 1) for _ in range(60)))
+        assert all(d.should_process for d in decisions)
+        assert sorted(d.record.delivery_attempts for d in decisions) == list(range(1, 61))
+        record = await store.get("c:hot")
+        assert record is not None
+        assert record.delivery_attempts == 60
+
+
+@pytest.mark.parametrize("store_kind", ["sqlite", "postgres", "redis"])
+async def test_two_store_objects_on_one_backend(make_store: MakeStore) -> None:
+    """Two store objects on one file, database or Redis (two connections) still process once."""
+    async with make_store() as a, make_store() as b:
         decisions = await asyncio.gather(
             *(s.begin("c", f"e{n % 10}", 1) for n in range(40) for s in (a, b))
         )
@@ -395,212 +450,27 @@ async def test_two_store_objects_on_one_file(tmp_path: Path) -> None:
     assert sorted(processed) == sorted(f"c:e{n}" for n in range(10))
 
 
-_CHILD = textwrap.dedent(
-    """
-    import asyncio, json, sys
-    from connector_sdk import SqliteDedupeStore
-
-    async def main() -> None:
-        print("ready", flush=True)
-        sys.stdin.readline()  # wait until both processes are started
-        store = SqliteDedupeStore(sys.argv[1])
-        won = []
-        order = range(int(sys.argv[2]))
-        # Opposite orders: the two processes meet in the middle and race for the same keys.
-        for n in (reversed(order) if sys.argv[3] == "desc" else order):
-            decision = await store.begin("conn", f"evt_{n}", 1)
-            if decision.should_process:
-                won.append(decision.dedupe_key)
-        await store.aclose()
-        print(json.dumps(won), flush=True)
-
-    asyncio.run(main())
-    """
-)
-
-
-def test_two_processes_process_each_event_once(tmp_path: Path) -> None:
-    """Two OS processes begin() the same 200 keys on one file: each key is processed once."""
-    path = tmp_path / "two-processes.sqlite3"
-    keys = 200
-    children = [
-        subprocess.Popen(
-            [sys.executable, "-c", _CHILD, str(path), str(keys), order],
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-        )
-        for order in ("asc", "desc")
-    ]
-    try:
-        for child in children:
-            assert child.stdout is not None
-            assert child.stdout.readline().strip() == "ready"
-        for child in children:
-            assert child.stdin is not None
-            child.stdin.write("go\n")
-            child.stdin.flush()
-        outputs = [child.communicate(timeout=30) for child in children]
-    finally:
-        for child in children:
-            if child.poll() is None:
-                child.kill()
-                child.wait(timeout=5)
-    won = []
-    for (out, err), child in zip(outputs, children, strict=True):
-        assert child.returncode == 0, err
-        won.append(set(json.loads(out.strip().splitlines()[-1])))
-    assert won[0].isdisjoint(won[1])
-    assert won[0] | won[1] == {f"conn:evt_{n}" for n in range(keys)}
-
-
-# import ------------------------------------------------------------------------------------
-
-
-SAMPLE = {
-    "records": {
-        "conn_1:evt_done": {
-            "dedupe_key": "conn_1:evt_done",
-            "connection_id": "conn_1",
-            "event_id": "evt_done",
-            "status": "completed",
-            "first_seen_at": "2026-06-01T08:00:00Z",
-            "updated_at": "2026-06-01T08:00:02.500000+00:00",
-            "delivery_attempts": 2,
-            "message_id": "host-msg-1",
-            "last_error": None,
-        },
-        "conn_1:evt_failed": {
-            "dedupe_key": "conn_1:evt_failed",
-            "connection_id": "conn_1",
-            "event_id": "evt_failed",
-            "status": "failed",
-            "first_seen_at": "2026-06-01T09:00:00Z",
-            "updated_at": "2026-06-01T09:00:05Z",
-            "delivery_attempts": 1,
-            "message_id": None,
-            "last_error": "TimeoutError: model",
-        },
-        "conn_2:evt_stuck": {
-            "dedupe_key": "conn_2:evt_stuck",
-            "connection_id": "conn_2",
-            "event_id": "evt_stuck",
-            "status": "processing",
-            "first_seen_at": "2026-06-01T10:00:00",
-            "updated_at": "2026-06-01T10:00:00",
-            "delivery_attempts": 3,
-            "message_id": None,
-            "last_error": None,
-        },
-    }
-}
-SAMPLE_NOW = datetime(2026, 6, 2, tzinfo=UTC).timestamp()
-
-
-async def _imported(tmp_path: Path, document: object) -> tuple[SqliteDedupeStore, int]:
-    source = tmp_path / "message_dedupe.json"
-    source.write_text(json.dumps(document), encoding="utf-8")
-    store = SqliteDedupeStore(tmp_path / "imported.sqlite3", now=lambda: SAMPLE_NOW)
-    return store, await store.import_json(source)
-
-
-async def test_import_message_dedupe_json(tmp_path: Path) -> None:
-    """Every record of an existing host's file is imported with its fields and times."""
-    store, written = await _imported(tmp_path, SAMPLE)
-    try:
-        assert written == 3
-        done = await store.get("conn_1:evt_done")
-        assert done is not None
-        assert (done.status, done.delivery_attempts, done.message_id) == (
-            "completed",
-            2,
-            "host-msg-1",
-        )
-        assert done.first_seen_at == datetime(2026, 6, 1, 8, 0, 0, tzinfo=UTC)
-        assert done.updated_at == datetime(2026, 6, 1, 8, 0, 2, 500000, tzinfo=UTC)
-        failed = await store.get("conn_1:evt_failed")
-        assert failed is not None
-        assert failed.last_error == "TimeoutError: model"
-    finally:
-        await store.aclose()
-
-
-async def test_imported_records_follow_the_rules(tmp_path: Path) -> None:
-    """After import: completed is a duplicate, failed and stale processing are processed again."""
-    store, _ = await _imported(tmp_path, SAMPLE)
-    try:
-        assert not (await store.begin("conn_1", "evt_done", 3)).should_process
-        retried = await store.begin("conn_1", "evt_failed", 2)
-        assert (retried.should_process, retried.record.delivery_attempts) == (True, 2)
-        stuck = await store.begin("conn_2", "evt_stuck", 1)
-        assert (stuck.should_process, stuck.record.delivery_attempts) == (True, 4)
-    finally:
-        await store.aclose()
-
-
-async def test_memory_store_imports_the_same_file(tmp_path: Path) -> None:
-    """The memory store imports a message_dedupe.json with the same fields and rules."""
-    source = tmp_path / "message_dedupe.json"
-    source.write_text(json.dumps(SAMPLE), encoding="utf-8")
-    async with MemoryDedupeStore(now=lambda: SAMPLE_NOW) as store:
-        assert await store.import_json(source) == 3
-        assert await store.import_json(source) == 0
-        done = await store.get("conn_1:evt_done")
-        assert done is not None
-        assert (done.status, done.message_id) == ("completed", "host-msg-1")
-        assert not (await store.begin("conn_1", "evt_done", 3)).should_process
-        stuck = await store.begin("conn_2", "evt_stuck", 1)
-        assert (stuck.should_process, stuck.record.delivery_attempts) == (True, 4)
-
-
-async def test_import_twice_changes_nothing(tmp_path: Path) -> None:
-    """Importing the same file again writes nothing and keeps newer local state."""
-    store, _ = await _imported(tmp_path, SAMPLE)
-    try:
-        decision = await store.begin("conn_1", "evt_failed", 2)
-        await store.complete(decision.dedupe_key, "local")
-        assert await store.import_json(tmp_path / "message_dedupe.json") == 0
-        record = await store.get("conn_1:evt_failed")
+async def test_concurrent_completes_and_fails_all_land(store: Store) -> None:
+    """Many begins, completes and fails at once (a group commit for SQLite): each lands once."""
+    begun = await asyncio.gather(*(store.begin("c", f"e{n}", 1) for n in range(60)))
+    assert all(d.should_process for d in begun)
+    results = await asyncio.gather(
+        *(
+            store.complete(d.dedupe_key, f"m{n}") if n % 3 else store.fail(d.dedupe_key, f"x{n}")
+            for n, d in enumerate(begun)
+        ),
+        store.complete("c:never-begun", "m"),
+        return_exceptions=True,
+    )
+    assert [type(r) for r in results] == [type(None)] * 60 + [UnknownDedupeKey]
+    for n in range(60):
+        record = await store.get(f"c:e{n}")
         assert record is not None
-        assert (record.status, record.message_id) == ("completed", "local")
-    finally:
-        await store.aclose()
+        expected = ("completed", f"m{n}", None) if n % 3 else ("failed", None, f"x{n}")
+        assert (record.status, record.message_id, record.last_error) == expected
 
 
-@pytest.mark.parametrize(
-    "document",
-    [
-        "not json at all",
-        {"records": {"k": {"connection_id": "c", "event_id": "e", "status": "weird"}}},
-        {
-            "records": {
-                "k": {
-                    "connection_id": "c",
-                    "event_id": "e",
-                    "status": "completed",
-                    "updated_at": "last tuesday",
-                }
-            }
-        },
-        {"nothing": {}},
-    ],
-    ids=["not-json", "bad-status", "bad-time", "no-records"],
-)
-async def test_import_of_a_bad_file(tmp_path: Path, document: object) -> None:
-    """A file that is not a dedupe file raises DedupeImportError naming the path."""
-    source = tmp_path / "message_dedupe.json"
-    source.write_text(document if isinstance(document, str) else json.dumps(document))
-    async with SqliteDedupeStore(tmp_path / "x.sqlite3") as store:
-        with pytest.raises(DedupeImportError, match=r"message_dedupe\.json"):
-            await store.import_json(source)
-
-
-async def test_import_of_a_missing_file(tmp_path: Path) -> None:
-    """A missing file raises DedupeImportError, not OSError."""
-    async with SqliteDedupeStore(tmp_path / "x.sqlite3") as store:
-        with pytest.raises(DedupeImportError):
-            await store.import_json(tmp_path / "absent.json")
+# errors ------------------------------------------------------------------------------------
 
 
 async def test_database_errors_are_typed(tmp_path: Path) -> None:
@@ -610,13 +480,52 @@ async def test_database_errors_are_typed(tmp_path: Path) -> None:
     with pytest.raises(DedupeError, match="a-file"):
         await store.begin("c", "e", 1)
     (tmp_path / "not-a-db.sqlite3").write_bytes(b"this is not a database file" * 100)
+    broken = SqliteDedupeStore(tmp_path / "not-a-db.sqlite3")
     with pytest.raises(DedupeError, match="not-a-db"):
-        await SqliteDedupeStore(tmp_path / "not-a-db.sqlite3").begin("c", "e", 1)
+        await broken.begin("c", "e", 1)
+    await store.aclose()
+    await broken.aclose()
 
 
-async def test_records_are_snapshots(clock: FakeClock) -> None:
+@pytest.mark.parametrize(
+    "make",
+    [
+        lambda: PostgresDedupeStore(
+            "postgresql://host_user:pg-s3cret@127.0.0.1:1/db", connect_timeout_seconds=2
+        ),
+        lambda: RedisDedupeStore("redis://:redis-s3cret@127.0.0.1:1/0", connect_timeout_seconds=2),
+    ],
+    ids=["postgres", "redis"],
+)
+async def test_unreachable_server_is_a_dedupe_error_without_the_password(
+    make: Callable[[], Store],
+) -> None:
+    """A server that does not answer raises DedupeError, and no repr or error shows the password."""
+    store = make()
+    assert "s3cret" not in repr(store)
+    with pytest.raises(DedupeError) as raised:
+        await store.begin("c", "e", 1)
+    assert "127.0.0.1:1" in str(raised.value)
+    for text in (str(raised.value), repr(raised.value), str(raised.value.__cause__)):
+        assert "s3cret" not in text
+    await store.aclose()
+
+
+@pytest.mark.parametrize("name", ["Robert'); DROP TABLE x;--", "UPPER", "a" * 49, ""])
+def test_postgres_table_name_is_checked(name: str) -> None:
+    """A table name that is not a plain lower-case SQL name is refused before any SQL runs."""
+    with pytest.raises(ValueError, match="table"):
+        PostgresDedupeStore("postgresql://127.0.0.1:1/db", table=name)
+
+
+def test_redis_prefix_must_not_be_empty() -> None:
+    """An empty Redis key prefix is refused: the store's keys would mix with the database's."""
+    with pytest.raises(ValueError, match="prefix"):
+        RedisDedupeStore("redis://127.0.0.1:1/0", prefix="")
+
+
+async def test_records_are_snapshots(store: Store) -> None:
     """A record returned earlier does not change when the store moves on."""
-    store = MemoryDedupeStore(now=clock)
     first = await store.begin("c", "e", 1)
     await store.complete(first.dedupe_key, "m")
     assert first.record.status == "processing"

@@ -5,7 +5,8 @@
 - :class:`Attachment`: files to send (``from_path``, ``from_bytes``, ``from_url``, ``from_media``).
 - :func:`request_id_for`: deterministic requestIds, as existing hosts build them.
 - :class:`BridgeVerifier`: bearer token and Standard Webhooks signatures of bridge requests.
-- :class:`MemoryDedupeStore`, :class:`SqliteDedupeStore`: process each event once.
+- :class:`MemoryDedupeStore`, :class:`SqliteDedupeStore`, :class:`PostgresDedupeStore`,
+  :class:`RedisDedupeStore`: process each event once.
 - :class:`BridgeEndpoint`, :func:`handle_bridge_request`: the bridge route, ready to mount.
 """
 
@@ -19,6 +20,8 @@ from connector_sdk.dedupe import (
     DedupeStatus,
     DedupeStore,
     MemoryDedupeStore,
+    PostgresDedupeStore,
+    RedisDedupeStore,
     SqliteDedupeStore,
     dedupe_key,
 )
@@ -97,9 +100,11 @@ __all__ = [
     "MediaNotFound",
     "MemoryDedupeStore",
     "NotFound",
+    "PostgresDedupeStore",
     "ProviderRejected",
     "ProviderUnavailable",
     "RateLimited",
+    "RedisDedupeStore",
     "RequestIdConflict",
     "RequestInProgress",
     "RequestNotFound",
