@@ -21,7 +21,7 @@ import pytest
 from connector_sidecar.testing import SidecarProcess, wait_until
 
 from .conftest import RecordingHost
-from .test_delivery_e2e import assert_no_attempt_number_reused, first_receipts
+from .test_delivery_e2e import assert_no_attempt_number_reused, first_receipts, pair
 
 pytestmark = pytest.mark.e2e
 
@@ -47,21 +47,6 @@ def start_replicas(
     for replica in replicas:
         replica.start()
     return replicas
-
-
-def pair(replica: SidecarProcess, connection_id: str) -> None:
-    with replica.client() as client:
-        response = client.post(
-            "/connector-sessions",
-            json={
-                "kind": "sim",
-                "connectionId": connection_id,
-                "channelId": "sim-main",
-                "options": {"autoConfirm": True},
-            },
-        )
-    assert response.status_code == 201, response.text
-    assert response.json()["status"] == "connected"
 
 
 def conversation_of(record: dict[str, Any]) -> str:
