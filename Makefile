@@ -42,8 +42,9 @@ typecheck: install ## Type-check every package strictly (mypy)
 
 ci: lint typecheck test ## What CI runs: lint, types, tests
 
-bench: install ## Run the benchmarks under bench/ (prints ratios against a baseline)
-	$(RUN) python -m bench
+BENCH_ARGS ?=
+bench: install ## Benchmarks: in-process delivery, then the real processes (ratios, medians of 3)
+	$(RUN) python -m bench $(BENCH_ARGS)
 
 clean: ## Remove the virtualenv, caches and local data
 	rm -rf .venv .mypy_cache .ruff_cache .pytest_cache var
