@@ -1,0 +1,69 @@
+"""The delivery worker's HTTP client: one keep-alive connection per lane slot.
+
+Why not one ``httpx.AsyncClient`` with a pool of ``BRIDGE_CONCURRENCY`` connections: httpcore
+walks every connection of its pool twice per request (to hand the request out and again when the
+response closes), asking each idle one whether the host closed it, which costs a
+``getsockname``/``getpeername`` and a ``select`` per connection. With 16 connections that walk
+was a quarter of the delivery loop's CPU (py-spy, ``make bench``). Here each slot is a client
+whose pool holds exactly one connection, so a request looks at one connection only; a slot is
+taken for the length of one POST, so no two requests ever wait on the same pool.
+
+The slots are handed out last-in first-out: when traffic is light, the same few connections stay
+warm and the rest expire after ``keepalive_expiry``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator
+
+import httpx
+
+__all__ = ["BridgeClient"]
+
+KEEPALIVE_EXPIRY_SECONDS = 30.0
+
+
+class BridgeClient:
+    """``size`` single-connection httpx clients behind one ``stream()``; at most ``size`` at once."""
+
+    def __init__(
+        self,
+        size: int,
+        *,
+        timeout: float,
+        transport: httpx.AsyncBaseTransport | None = None,
+    ) -> None:
+        self._clients = [
+            httpx.AsyncClient(
+                timeout=httpx.Timeout(timeout),
+                limits=httpx.Limits(
+                    max_connections=1,
+                    max_keepalive_connections=1,
+                    keepalive_expiry=KEEPALIVE_EXPIRY_SECONDS,
+                ),
+                transport=transport,
+                follow_redirects=False,
+            )
+            for _ in range(size)
+        ]
+        self._idle: asyncio.LifoQueue[httpx.AsyncClient] = asyncio.LifoQueue()
+        for client in self._clients:
+            self._idle.put_nowait(client)
+
+    @contextlib.asynccontextmanager
+    async def stream(
+        self, method: str, url: str, *, content: bytes, headers: dict[str, str]
+    ) -> AsyncIterator[httpx.Response]:
+        """Send one request on a free slot; the slot is free again once the response is closed."""
+        client = await self._idle.get()
+        try:
+            async with client.stream(method, url, content=content, headers=headers) as response:
+                yield response
+        finally:
+            self._idle.put_nowait(client)
+
+    async def aclose(self) -> None:
+        for client in self._clients:
+            await client.aclose()
