@@ -13,7 +13,8 @@ class Options:
     seconds: float = 3.0  # each measured phase
     warmup: float = 0.5
     latency_samples: int = 150
-    max_injects: int = 20_000  # bounds the outbox the delivery phase drains
+    max_injects: int = 6000  # bounds the outbox the delivery phase drains
+    min_backlog: int = 3000  # topped up to this after the inject phase
     database_url: str | None = None
     smoke: bool = False
 
@@ -25,6 +26,7 @@ class Options:
             warmup=0.05,
             latency_samples=3,
             max_injects=300,
+            min_backlog=100,
             database_url=database_url,
             smoke=True,
         )

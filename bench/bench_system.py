@@ -34,6 +34,7 @@ import json
 import os
 import resource
 import secrets
+import sqlite3
 import statistics
 import subprocess
 import sys
@@ -56,6 +57,7 @@ DELIVERY_CONCURRENCY = 16
 INJECT_CLIENTS = 16
 SEND_CLIENTS = 50
 LANES = 64
+INJECT_BODY = '{"peerId":"peer-{lane}","content":"hello from the bench","messageId":"m-{n}"}'
 
 # figure -> (label, target, True when higher is better)
 FIGURES: dict[str, tuple[str, float, bool]] = {
@@ -65,6 +67,7 @@ FIGURES: dict[str, tuple[str, float, bool]] = {
     "delivery_ratio": ("delivery ÷ plain keep-alive client (16)", 0.5, True),
     "latency_p50_ms": ("idle inject → host handler p50, ms", 5.0, False),
     "latency_p99_ms": ("idle inject → host handler p99, ms", 15.0, False),
+    "commit_p50_ms": ("context: one durable SQLite commit p50, ms", float("nan"), False),
 }
 
 
@@ -110,10 +113,19 @@ class CpuMeter:
         return f"sidecar CPU: loop {main:3.0f}%, other threads {other:3.0f}%"
 
 
-def load(url: str, opts: Options, **kwargs: Any) -> dict[str, Any]:
+def load(
+    url: str,
+    opts: Options,
+    *,
+    seconds: float | None = None,
+    warmup: float | None = None,
+    **kwargs: Any,
+) -> dict[str, Any]:
     """One :mod:`bench.loadgen` process; its JSON result."""
+    seconds = opts.seconds if seconds is None else seconds
+    warmup = opts.warmup if warmup is None else warmup
     argv = [sys.executable, "-m", "bench.loadgen", url]
-    argv += ["--seconds", str(opts.seconds), "--warmup", str(opts.warmup)]
+    argv += ["--seconds", str(seconds), "--warmup", str(warmup)]
     for name, value in kwargs.items():
         if name == "headers":
             for header, text in value.items():
@@ -127,7 +139,7 @@ def load(url: str, opts: Options, **kwargs: Any) -> dict[str, Any]:
         text=True,
         cwd=ROOT,
         env=_python_env(),
-        timeout=opts.seconds + opts.warmup + 60,
+        timeout=seconds + warmup + 60,
         check=False,
     )
     if done.returncode != 0:
@@ -135,7 +147,7 @@ def load(url: str, opts: Options, **kwargs: Any) -> dict[str, Any]:
     result: dict[str, Any] = json.loads(done.stdout)
     now = resource.getrusage(resource.RUSAGE_CHILDREN)
     cpu = now.ru_utime + now.ru_stime - used.ru_utime - used.ru_stime
-    result["client_cpu"] = 100 * cpu / (opts.seconds + opts.warmup)
+    result["client_cpu"] = 100 * cpu / (seconds + warmup)
     if result["errors"] or not result["requests"]:
         raise RuntimeError(f"the load generator saw errors against {url}: {result}")
     return result
@@ -245,11 +257,27 @@ def run_once(opts: Options, index: int) -> dict[str, float]:
                     f"{sidecar.url}/sim/connections/{connection}/messages",
                     method="POST",
                     clients=INJECT_CLIENTS,
-                    body='{"peerId":"peer-{lane}","content":"hello from the bench","messageId":"m-{n}"}',
+                    body=INJECT_BODY,
                     lanes=LANES,
                     prefix=tag,
                     max_requests=opts.max_injects,
                 )
+                backlog = int(inject["accepted"])
+                if backlog < opts.min_backlog:  # an outbox big enough to time its drain
+                    more = load(
+                        f"{sidecar.url}/sim/connections/{connection}/messages",
+                        opts,
+                        seconds=120,
+                        warmup=0,
+                        headers=auth,
+                        method="POST",
+                        clients=INJECT_CLIENTS,
+                        body=INJECT_BODY,
+                        lanes=LANES,
+                        prefix=tag + "more-",
+                        max_requests=opts.min_backlog - backlog,
+                    )
+                    backlog += int(more["accepted"])
                 health50 = phase("healthz ×50", f"{sidecar.url}/healthz", clients=SEND_CLIENTS)
                 send = phase(
                     "send ×50",
@@ -268,21 +296,13 @@ def run_once(opts: Options, index: int) -> dict[str, float]:
             figures["inject_ratio"] = inject["rate"] / health16["rate"]
             figures["send_ratio"] = send["rate"] / health50["rate"]
             figures["send_p99_ms"] = send["p99_ms"]
-            backlog = int(inject["accepted"])
 
             sidecar = _sidecar(tmp / "sidecar", opts, bridge=host.events_url)
             start_count = host.stats()["count"]
             with _running(sidecar):
                 assert sidecar.proc is not None
                 cpu = CpuMeter(sidecar.proc.pid)
-                figures["delivery_rate"] = _delivery_rate(host, start_count, backlog, opts, cpu)
-                # Drain what is left, so the latency phase sees an idle worker.
-                target = start_count + backlog
-                for _ in range(60):  # at most 10 minutes; a drain takes seconds
-                    if host.wait_for(target)["count"] >= target:
-                        break
-                else:
-                    raise RuntimeError("the sidecar did not deliver its whole outbox")
+                figures["delivery_rate"] = _delivery_rate(host, start_count, backlog, cpu)
                 sample = host.http.get("/sample").content
                 assert host.proc is not None
                 host_cpu = CpuMeter(host.proc.pid)
@@ -304,31 +324,30 @@ def run_once(opts: Options, index: int) -> dict[str, float]:
                 figures["delivery_ratio"] = figures["delivery_rate"] / plain["rate"]
                 p50, p99 = _idle_latency(sidecar, host, connection, tag, opts)
                 figures["latency_p50_ms"], figures["latency_p99_ms"] = p50, p99
+        figures["commit_p50_ms"] = float("nan") if opts.database_url else _commit_floor(tmp, opts)
     return figures
 
 
-def _delivery_rate(host: BareHost, start: int, backlog: int, opts: Options, cpu: CpuMeter) -> float:
-    """Events/s over a window of ``opts.seconds`` once delivery is under way."""
-    warm = start + max(1, min(200, backlog // 10))
-    wait_until(
-        lambda: host.wait_for(warm)["count"] >= warm,
-        timeout=60,
-        interval=0.01,
-        what="the first deliveries",
-    )
-    first = host.stats()
-    began = time.monotonic()
+def _delivery_rate(host: BareHost, start: int, backlog: int, cpu: CpuMeter) -> float:
+    """Events/s while the sidecar drains a ``backlog``-event outbox, once under way (the first
+    5% open the connections and are left out); returns when the whole outbox is delivered."""
+    first = start + max(1, backlog // 20)
+    last = start + backlog
+
+    def arrival(count: int) -> float:
+        for _ in range(60):  # each wait is at most 10 s: 10 minutes in all
+            answer = host.wait_for(count)
+            if answer["at"] is not None:
+                return float(answer["at"])
+        raise RuntimeError(f"the sidecar did not deliver {count - start} of {backlog} events")
+
+    began = arrival(first)
     before = cpu.sample()
-    time.sleep(opts.seconds)
+    ended = arrival(last)
     after = cpu.sample()
-    last = host.stats()
-    ended = time.monotonic()
-    if last["count"] >= start + backlog:  # the outbox ran dry inside the window
-        ended = float(last["last"])
-    delivered = int(last["count"]) - int(first["count"])
-    rate = delivered / max(ended - began, 1e-9)
+    rate = (last - first) / max(ended - began, 1e-9)
     print(
-        f"   {'delivery ×16':<20} {rate:8.0f} ev/s   ({delivered} of a {backlog}-event outbox)"
+        f"   {'delivery ×16':<20} {rate:8.0f} ev/s   (draining {backlog} events)"
         f"  {CpuMeter.share(before, after)}"
     )
     return rate
@@ -363,6 +382,31 @@ def _idle_latency(
     return p50, p99
 
 
+def _commit_floor(directory: Path, opts: Options) -> float:
+    """p50 of one durable commit on the disk the sidecar used (WAL, ``synchronous=FULL``, as
+    the store): an inject then a claim each wait for one before the event leaves, so twice
+    this is the floor of the idle latency."""
+    samples = 10 if opts.smoke else 200
+    conn = sqlite3.connect(directory / "floor.sqlite3", isolation_level=None)
+    try:
+        conn.execute("PRAGMA journal_mode=WAL")
+        conn.execute("PRAGMA synchronous=FULL")
+        conn.execute("CREATE TABLE t (x INTEGER)")
+        times = []
+        for i in range(samples):
+            started = time.perf_counter()
+            conn.execute("BEGIN IMMEDIATE")
+            conn.execute("INSERT INTO t VALUES (?)", (i,))
+            conn.execute("COMMIT")
+            times.append((time.perf_counter() - started) * 1000)
+    finally:
+        conn.close()
+    times.sort()
+    p50, p99 = times[len(times) // 2], times[min(len(times) - 1, int(0.99 * len(times)))]
+    print(f"   {'durable commit':<20} p50 {p50:6.2f} ms  p99 {p99:6.2f} ms  (SQLite, same disk)")
+    return p50
+
+
 # -- the report -------------------------------------------------------------------------------
 
 
@@ -371,6 +415,8 @@ def report(runs: list[dict[str, float]]) -> None:
     print(f"   {'figure':<46} {'median':>8} {'runs':>24} {'target':>8}")
     for key, (label, target, higher) in FIGURES.items():
         values = [run[key] for run in runs]
+        if any(v != v for v in values):  # NaN: not measured with this store
+            continue
         median = statistics.median(values)
         each = " ".join(f"{v:.2f}" for v in values)
         if target != target:  # NaN: no target, shown for context
