@@ -14,7 +14,7 @@ class Options:
     warmup: float = 0.5
     latency_samples: int = 150
     max_injects: int = 6000  # bounds the outbox the delivery phase drains
-    min_backlog: int = 3000  # topped up to this after the inject phase
+    min_backlog: int = 1500  # topped up to this after the inject phase
     database_url: str | None = None
     smoke: bool = False
 
