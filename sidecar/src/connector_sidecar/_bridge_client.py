@@ -16,13 +16,25 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import urllib.request
 from collections.abc import AsyncIterator
+from urllib.parse import urlsplit
 
 import httpx
 
-__all__ = ["BridgeClient"]
+__all__ = ["BridgeClient", "environment_proxy"]
 
 KEEPALIVE_EXPIRY_SECONDS = 30.0
+
+
+def environment_proxy(url: str) -> str | None:
+    """The proxy the environment names for ``url`` (``HTTPS_PROXY``, ``HTTP_PROXY``,
+    ``ALL_PROXY``, minus ``NO_PROXY``), as an ``httpx.AsyncClient`` would have used it."""
+    parts = urlsplit(url)
+    if not parts.hostname or urllib.request.proxy_bypass(parts.hostname):
+        return None
+    proxies = urllib.request.getproxies()
+    return proxies.get(parts.scheme) or proxies.get("all") or None
 
 
 class BridgeClient:
@@ -30,13 +42,15 @@ class BridgeClient:
 
     Requests go straight to an httpx transport: the worker needs none of ``AsyncClient``'s
     cookies, redirects, auth flows or default headers, and those layers were a further 15% of the
-    delivery loop's CPU. An injected ``transport`` (a test's or a benchmark's) serves every slot.
+    delivery loop's CPU. The environment's proxy for ``url`` is still honoured. An injected
+    ``transport`` (a test's or a benchmark's) serves every slot.
     """
 
     def __init__(
         self,
         size: int,
         *,
+        url: str,
         timeout: float,
         transport: httpx.AsyncBaseTransport | None = None,
     ) -> None:
@@ -48,7 +62,10 @@ class BridgeClient:
         self._transports = (
             [transport]
             if transport is not None
-            else [httpx.AsyncHTTPTransport(limits=limits) for _ in range(size)]
+            else [
+                httpx.AsyncHTTPTransport(limits=limits, proxy=environment_proxy(url))
+                for _ in range(size)
+            ]
         )
         self._timeout = httpx.Timeout(timeout).as_dict()
         self._idle: asyncio.LifoQueue[httpx.AsyncBaseTransport] = asyncio.LifoQueue()

@@ -360,6 +360,7 @@ class DeliveryWorker:
             return
         self._client = BridgeClient(
             self._concurrency,
+            url=self.settings.bridge_url or "",
             timeout=self.settings.bridge_timeout_seconds,
             transport=self._transport,
         )
