@@ -52,8 +52,9 @@ image-test: install ## Build both container images (buildah) and run them under 
 	if [ $$status -eq 3 ]; then exit 0; elif [ $$status -ne 0 ]; then exit $$status; fi; \
 	CONNECTOR_IMAGE_TEST=1 $(RUN) pytest tests/images -m image --durations=5 $(PYTEST_ARGS)
 
-bench: install ## Run the benchmarks under bench/ (prints ratios against a baseline)
-	$(RUN) python -m bench
+BENCH_ARGS ?=
+bench: install ## Benchmarks: in-process delivery, then the real processes (ratios, medians of 3)
+	$(RUN) python -m bench $(BENCH_ARGS)
 
 clean: ## Remove the virtualenv, caches and local data
 	rm -rf .venv .mypy_cache .ruff_cache .pytest_cache var

@@ -23,6 +23,7 @@ from collections.abc import AsyncIterator, Callable
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from pathlib import Path
 
+from bench._options import Options
 from connector_sdk import PostgresDedupeStore, RedisDedupeStore, SqliteDedupeStore
 
 Store = SqliteDedupeStore | PostgresDedupeStore | RedisDedupeStore
@@ -36,10 +37,10 @@ SECONDS = 1.5  # each measurement runs this long, whole events only
 TASKS = 16
 
 
-async def rate(store: Store, tasks: int, label: str) -> float:
-    """Events per second (begin + complete each) with ``tasks`` tasks for about SECONDS."""
+async def rate(store: Store, tasks: int, label: str, seconds: float) -> float:
+    """Events per second (begin + complete each) with ``tasks`` tasks for about ``seconds``."""
     done = 0
-    deadline = time.perf_counter() + SECONDS
+    deadline = time.perf_counter() + seconds
 
     async def worker(number: int) -> None:
         nonlocal done
@@ -55,13 +56,13 @@ async def rate(store: Store, tasks: int, label: str) -> float:
     return done / (time.perf_counter() - started)
 
 
-async def ratio(store: Store) -> tuple[float, float, float]:
-    """(1-task rate, 16-task rate, ratio), medians over ROUNDS alternating rounds."""
+async def ratio(store: Store, rounds: int, seconds: float) -> tuple[float, float, float]:
+    """(1-task rate, 16-task rate, ratio), medians over ``rounds`` alternating rounds."""
     await store.begin("warm-up", "0", 1)
     ones, many = [], []
-    for round_ in range(ROUNDS):
-        ones.append(await rate(store, 1, f"one-{round_}"))
-        many.append(await rate(store, TASKS, f"many-{round_}"))
+    for round_ in range(rounds):
+        ones.append(await rate(store, 1, f"one-{round_}", seconds))
+        many.append(await rate(store, TASKS, f"many-{round_}", seconds))
     ratios = [m / o for o, m in zip(ones, many, strict=True)]
     return statistics.median(ones), statistics.median(many), statistics.median(ratios)
 
@@ -117,12 +118,12 @@ STORES: list[tuple[str, Callable[[], AbstractAsyncContextManager[Store]], str]] 
 ]
 
 
-async def run() -> None:
-    print(f"   begin+complete events/s, {TASKS} tasks / 1 task, median of {ROUNDS}")
+async def run(rounds: int, seconds: float) -> None:
+    print(f"   begin+complete events/s, {TASKS} tasks / 1 task, median of {rounds}")
     for name, open_store, target in STORES:
         try:
             async with open_store() as store:
-                one, many, times = await ratio(store)
+                one, many, times = await ratio(store, rounds, seconds)
         except Exception as error:  # a service that is not there: say so, go on
             print(f"   {name:20} skipped: {type(error).__name__}: {error}".splitlines()[0])
             continue
@@ -132,5 +133,6 @@ async def run() -> None:
         )
 
 
-def main() -> None:
-    asyncio.run(run())
+def main(options: Options | None = None) -> None:
+    smoke = options is not None and options.smoke
+    asyncio.run(run(1 if smoke else ROUNDS, 0.1 if smoke else SECONDS))

@@ -22,6 +22,7 @@ from pathlib import Path
 import httpx
 from starlette.types import Receive, Scope, Send
 
+from bench._options import Options
 from connector_sidecar._secret import Secret
 from connector_sidecar.config import Settings
 from connector_sidecar.delivery import DeliveryWorker
@@ -123,25 +124,27 @@ async def deliver(*, concurrency: int, events: int = EVENTS, history: int = 0) -
         return events / elapsed
 
 
-async def run() -> None:
-    baseline = await deliver(concurrency=1, events=EVENTS // 4)
-    parallel = await deliver(concurrency=16)
+async def run(*, smoke: bool = False) -> None:
+    # --smoke: the same steps with tiny counts, to prove the harness runs (not a measurement).
+    events, history, backlog = (40, 200, 100) if smoke else (EVENTS, HISTORY, BACKLOG)
+    baseline = await deliver(concurrency=1, events=max(1, events // 4))
+    parallel = await deliver(concurrency=16, events=events)
     print(f"   concurrency 1:  {baseline:8.0f} events/s (baseline)")
     print(f"   concurrency 16: {parallel:8.0f} events/s  ratio {parallel / baseline:5.2f}x")
-    empty = await deliver(concurrency=16)
-    crowded = await deliver(concurrency=16, history=HISTORY)
+    empty = await deliver(concurrency=16, events=events)
+    crowded = await deliver(concurrency=16, events=events, history=history)
     print(f"   empty outbox:   {empty:8.0f} events/s (baseline)")
     print(
-        f"   {HISTORY} delivered rows: {crowded:8.0f} events/s  ratio {crowded / empty:5.2f}x"
+        f"   {history} delivered rows: {crowded:8.0f} events/s  ratio {crowded / empty:5.2f}x"
         " (near 1: claims use indexes)"
     )
-    backlog = await deliver(concurrency=16, events=BACKLOG)
-    print(f"   {EVENTS} pending:   {empty:8.0f} events/s (baseline)")
+    crowd = await deliver(concurrency=16, events=backlog)
+    print(f"   {events} pending:   {empty:8.0f} events/s (baseline)")
     print(
-        f"   {BACKLOG} pending:  {backlog:8.0f} events/s  ratio {backlog / empty:5.2f}x"
+        f"   {backlog} pending:  {crowd:8.0f} events/s  ratio {crowd / empty:5.2f}x"
         " (near 1: no scan per event)"
     )
 
 
-def main() -> None:
-    asyncio.run(run())
+def main(options: Options | None = None) -> None:
+    asyncio.run(run(smoke=options is not None and options.smoke))

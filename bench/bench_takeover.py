@@ -21,12 +21,13 @@ from pathlib import Path
 
 import psycopg
 
+from bench._options import Options
 from connector_sidecar.testing import SidecarProcess
 
 ADMIN_URL = os.environ.get(
     "SIDECAR_BENCH_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/postgres"
 )
-CONNECTIONS = int(os.environ.get("BENCH_TAKEOVER_CONNECTIONS", "1000"))
+CONNECTIONS = 1000
 REPLICAS = 3
 LEASE_SECONDS = 5
 
@@ -61,7 +62,8 @@ def _wait(condition: Callable[[], bool], what: str, timeout: float) -> float:
     return time.monotonic() - started
 
 
-def main() -> None:
+def main(options: Options | None = None) -> None:
+    connections = 30 if options is not None and options.smoke else CONNECTIONS
     try:
         admin = psycopg.connect(ADMIN_URL, autocommit=True, connect_timeout=5)
     except psycopg.Error as exc:
@@ -85,12 +87,12 @@ def main() -> None:
                 )
                 replicas.append(replica)
                 replica.start()
-            ids = [f"conn_{n:04d}" for n in range(CONNECTIONS)]
+            ids = [f"conn_{n:04d}" for n in range(connections)]
             started = time.monotonic()
             with concurrent.futures.ThreadPoolExecutor(max_workers=16) as pool:
                 list(pool.map(lambda i: _pair(replicas[i % REPLICAS], ids[i]), range(len(ids))))
             paired = time.monotonic() - started
-            fair = math.ceil(1.5 * CONNECTIONS / REPLICAS)
+            fair = math.ceil(1.5 * connections / REPLICAS)
 
             def spread() -> bool:
                 owners = collections.Counter(_owners(replicas[0]).values())
@@ -107,7 +109,7 @@ def main() -> None:
                 timeout=LEASE_SECONDS + 120,
             )
             goal = LEASE_SECONDS + 5
-            print(f"   {CONNECTIONS} connections paired over {REPLICAS} replicas in {paired:.1f} s")
+            print(f"   {connections} connections paired over {REPLICAS} replicas in {paired:.1f} s")
             print(
                 f"   leases spread in {spread_s:.1f} s; largest share {max(shares.values())}"
                 f" (ceil(1.5 x N / R) = {fair}): {dict(sorted(shares.items()))}"

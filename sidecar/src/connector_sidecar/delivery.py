@@ -63,6 +63,7 @@ import msgspec
 from tenacity import RetryCallState, Retrying, wait_random_exponential
 
 from connector_contracts import encode
+from connector_sidecar._bridge_client import BridgeClient
 from connector_sidecar._clock import Clock, Sleep, now_ms, system_clock
 from connector_sidecar._logging import bind_log_context
 from connector_sidecar.config import Settings
@@ -318,7 +319,7 @@ class DeliveryWorker:
         if settings.bridge_token:
             self._headers["Authorization"] = f"Bearer {settings.bridge_token.reveal()}"
 
-        self._client: httpx.AsyncClient | None = None
+        self._client: BridgeClient | None = None
         self._main: asyncio.Task[None] | None = None
         self._retention: asyncio.Task[None] | None = None
         self._wake = asyncio.Event()
@@ -378,15 +379,11 @@ class DeliveryWorker:
             return
         if self._main is not None:
             return
-        self._client = httpx.AsyncClient(
-            timeout=httpx.Timeout(self.settings.bridge_timeout_seconds),
-            limits=httpx.Limits(
-                max_connections=self._concurrency,
-                max_keepalive_connections=self._concurrency,
-                keepalive_expiry=30.0,
-            ),
+        self._client = BridgeClient(
+            self._concurrency,
+            url=self.settings.bridge_url or "",
+            timeout=self.settings.bridge_timeout_seconds,
             transport=self._transport,
-            follow_redirects=False,
         )
         self._main = asyncio.create_task(self._run(), name="delivery")
         log.info(
