@@ -30,7 +30,7 @@ EARLY = [
     ("/send", False, 401),
     ("/no-such-route", True, 404),
     ("/connectors", True, 405),
-    ("/send", True, 413),
+    ("/connector-sessions", True, 413),  # 1 MiB; /send takes media, up to MEDIA_MAX_BYTES
 ]
 
 
