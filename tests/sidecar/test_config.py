@@ -108,6 +108,9 @@ BAD = [
     ("LARK_BASE_URL", "http://"),
     ("LOG_LEVEL", "loud"),
     ("LOG_FORMAT", "xml"),
+    ("SIDECAR_DATABASE_URL", "mysql://db/sidecar"),
+    ("SIDECAR_DATABASE_URL", "sidecar.sqlite3"),
+    ("SIDECAR_LEASE_SECONDS", "1"),
 ]
 
 
@@ -136,6 +139,33 @@ def test_secrets_never_appear_in_the_repr() -> None:
         assert secret not in text
     assert "Secret('**********')" in text
     assert settings.token.reveal() == TOKEN
+
+
+def test_the_database_url_and_its_password_stay_out_of_reprs_and_logs() -> None:
+    """SIDECAR_DATABASE_URL selects PostgreSQL; its password is in no repr and not in the
+    store's description (what the start-up log line prints)."""
+    from connector_sidecar.store import database_for
+
+    url = "postgresql://sidecar:pg-pass-1234@db.internal:5432/sidecar"
+    settings = Settings.from_env(
+        {
+            **BASE,
+            "SIDECAR_DATABASE_URL": url,
+            "SIDECAR_REPLICA_ID": "r1",
+            "SIDECAR_LEASE_SECONDS": "7",
+        }
+    )
+    assert "pg-pass-1234" not in repr(settings)
+    assert settings.replica_id == "r1"
+    assert settings.lease_seconds == 7.0
+    assert settings.database_url is not None
+    db = database_for(settings.database_url.reveal(), settings.database_path)
+    assert db.dialect == "postgres"
+    assert not db.exclusive
+    assert "pg-pass-1234" not in db.describe() + repr(db)
+    assert "db.internal:5432/sidecar" in db.describe()
+    sqlite = database_for(None, settings.database_path)
+    assert (sqlite.dialect, sqlite.exclusive) == ("sqlite", True)
 
 
 def test_secret_wrapper() -> None:
