@@ -24,6 +24,7 @@ CONNECTION_FIELDS = {
     "deadDeliveries",
     "createdAt",
     "updatedAt",
+    "replica",
 }
 
 
@@ -54,6 +55,7 @@ async def test_connection_view(paired: Sidecar) -> None:
     assert view["createdAt"].endswith("Z")
     assert view["lastInboundAt"] is None
     assert view["lastOutboundAt"] is None
+    assert view["replica"] == paired.settings.replica_id  # the replica running its loop
 
 
 async def test_connection_view_counts_and_times(paired: Sidecar) -> None:

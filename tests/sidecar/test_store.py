@@ -284,3 +284,26 @@ async def test_concurrent_transactions_share_commits_and_fail_alone(tmp_path: Pa
     # Durable: a new connection to the file (as after a crash) sees every committed row.
     with sqlite3.connect(tmp_path / "sidecar.sqlite3") as reader:
         assert reader.execute("SELECT COUNT(*) FROM connection_state").fetchone()[0] == 90
+
+
+@pytest.mark.sqlite_only
+async def test_a_write_racing_the_close_fails_cleanly(tmp_path: Path) -> None:
+    """A write queued while the database closes gets "not open" (or commits first); the
+    database thread never dies on it and the close completes."""
+    db = Database(tmp_path / "sidecar.sqlite3")
+    await db.open()
+
+    def write(conn: Any) -> None:
+        conn.execute(
+            "INSERT INTO connection_state (connection_id, key, value, updated_at)"
+            " VALUES ('c', 'k', 'v', 0)"
+        )
+
+    closing = asyncio.ensure_future(db.close())
+    await asyncio.sleep(0)  # close() has queued the disconnect
+    outcome = await asyncio.wait_for(
+        asyncio.gather(db.transaction(write), return_exceptions=True), 10
+    )
+    await asyncio.wait_for(closing, 10)
+    assert outcome == [None] or "not open" in str(outcome[0])
+    assert not db.is_open

@@ -162,10 +162,10 @@ class SqliteDatabase:
             self._commit_group(group)
 
     def _commit_group(self, group: list[_Job]) -> None:
-        conn = self._connection()
-        raw = conn.raw
         outcomes: list[tuple[bool, Any]] = []
         try:
+            conn = self._connection()  # closed meanwhile: a late write fails, the thread goes on
+            raw = conn.raw
             raw.execute("BEGIN IMMEDIATE")
         except BaseException as exc:
             for job in group:
