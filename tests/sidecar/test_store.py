@@ -305,5 +305,5 @@ async def test_a_write_racing_the_close_fails_cleanly(tmp_path: Path) -> None:
         asyncio.gather(db.transaction(write), return_exceptions=True), 10
     )
     await asyncio.wait_for(closing, 10)
-    assert outcome == [None] or "not open" in str(outcome[0])
+    assert outcome[0] is None or "not open" in str(outcome[0])
     assert not db.is_open
