@@ -99,10 +99,15 @@ def test_round_trip_through_the_echo_host(tmp_path: Path) -> None:
             assert [e["content"] for e in echoes] == ["echo: hello"]
             assert echoes[0]["peerId"] == "alice"
 
-            delivered = client.get(
-                "/deliveries", params={"connectionId": "demo", "status": "delivered"}
+            # The echo host sends its reply before it answers the event: wait for the 200 too.
+            delivered = wait_until(
+                lambda: client.get(
+                    "/deliveries", params={"connectionId": "demo", "status": "delivered"}
+                ).json()["items"],
+                timeout=30,
+                what="the event to be delivered",
             )
-            assert [d["eventId"] for d in delivered.json()["items"]] == [event_id]
+            assert [d["eventId"] for d in delivered] == [event_id]
 
             # The operator replays the delivered event: the host dedupes it, no second echo.
             replay = client.post(f"/deliveries/{event_id}/replay")

@@ -1,4 +1,4 @@
-"""The bridge delivery worker against a respx host: the answer table of CONTRACT §5, lanes,
+"""The bridge delivery worker against a respx host: the answer table of docs/CONTRACT.md §5, lanes,
 retries, the 401/403 pause, the age limit, crash safety and retention.
 
 The worker runs on a fake clock whose ``sleep`` only moves the clock, so backoffs of minutes take
@@ -500,7 +500,7 @@ def test_parse_retry_after() -> None:
     ],
 )
 def test_judge_follows_the_contract_table(status: int, body: bytes, action: str) -> None:
-    """Each host answer maps to the action of CONTRACT §5's table."""
+    """Each host answer maps to the action of docs/CONTRACT.md §5's table."""
     verdict = judge(status, httpx.Headers(), body, now=0.0)
     assert verdict.action == action
     assert verdict.status_code == status
@@ -871,8 +871,14 @@ async def test_409s_stay_out_of_the_backoff_across_a_restart(
     for n in range(1, 4):
 
         async def answered(n: int = n) -> bool:
+            # Attempt n is counted when it is claimed, while the 409 of attempt n - 1 is still
+            # the last answer: only the next schedule (Retry-After from now) says it was recorded.
             current = await row(store, event_id)
-            return bool(current.attempts == n and current.last_status_code == 409)
+            return bool(
+                current.attempts == n
+                and current.last_status_code == 409
+                and current.next_attempt_at > fake_time.now * 1000
+            )
 
         await until(answered, what=f"409 number {n}")
         if n < 3:
