@@ -1,7 +1,7 @@
 """Dockerfile, compose.yaml, .env.example and .dockerignore, checked without a Docker engine.
 
 They must parse, name files that exist, and use the ports and environment names that the
-code really reads: the sidecar's from CONTRACT §9, the echo host's from its config module.
+code really reads: the sidecar's from docs/CONTRACT.md §9, the echo host's from its config module.
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
 
-# CONTRACT §9: every variable the sidecar reads.
+# docs/CONTRACT.md §9: every variable the sidecar reads.
 SIDECAR_ENV = frozenset(
     {
         "SIDECAR_HOST",

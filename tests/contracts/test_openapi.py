@@ -88,7 +88,7 @@ def test_errors_are_problem_documents_and_public_routes_need_no_token() -> None:
 
 
 def test_schemas_use_camel_case_names() -> None:
-    """Component schemas carry the wire's camelCase names (the core fields of CONTRACT §4, §5)."""
+    """Component schemas carry the wire's camelCase names (the core fields of docs/CONTRACT.md §4, §5)."""
     schemas = build_openapi()["components"]["schemas"]
     assert {"requestId", "connectionId", "target", "content"} <= set(
         schemas["SendRequest"]["properties"]

@@ -1,6 +1,6 @@
 """An iLink (WeChat bot API) emulator: the vendor's endpoints and shapes, driven by tests.
 
-Serves what ``shared/protocols/weixin-ilink.md`` describes, under the same paths:
+Serves what ``docs/protocols/weixin-ilink.md`` describes, under the same paths:
 ``POST /ilink/bot/get_bot_qrcode?bot_type=3``, ``GET /ilink/bot/get_qrcode_status``,
 ``POST /ilink/bot/getupdates`` (a long-poll with an opaque cursor), ``POST
 /ilink/bot/sendmessage``, ``getconfig``, ``sendtyping``, ``msg/notifystart`` and

@@ -1,4 +1,4 @@
-"""Conventions every route shares (CONTRACT §0, §7): auth, problem documents, body limits, health."""
+"""Conventions every route shares (docs/CONTRACT.md §0, §7): auth, problem documents, body limits, health."""
 
 from __future__ import annotations
 
@@ -165,7 +165,7 @@ async def test_deeply_nested_json_is_400_not_500(paired: Sidecar, path: str, fie
 
 
 async def test_unknown_request_fields_are_ignored(paired: Sidecar) -> None:
-    """Fields a newer host adds are ignored, never rejected (CONTRACT §0)."""
+    """Fields a newer host adds are ignored, never rejected (docs/CONTRACT.md §0)."""
     body = send_body("out_unknown", futureField={"x": 1})
     body["target"]["futureTargetField"] = True
     response = await paired.client.post("/send", json=body)

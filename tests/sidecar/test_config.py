@@ -1,4 +1,4 @@
-"""Settings from the environment (CONTRACT §9) and the CLI's refusal to start without them."""
+"""Settings from the environment (docs/CONTRACT.md §9) and the CLI's refusal to start without them."""
 
 from __future__ import annotations
 
@@ -18,7 +18,7 @@ SECRET_B = "whsec_dGVzdC1zZWNyZXQtMg=="
 
 
 def test_defaults() -> None:
-    """With only the token set, every other setting has the CONTRACT §9 default."""
+    """With only the token set, every other setting has the docs/CONTRACT.md §9 default."""
     settings = Settings.from_env(BASE)
     assert settings.token == Secret(TOKEN)
     assert (settings.host, settings.port) == ("127.0.0.1", 8787)
@@ -37,7 +37,7 @@ def test_defaults() -> None:
 
 
 def test_every_variable_is_parsed() -> None:
-    """Every CONTRACT §9 variable reaches its setting."""
+    """Every docs/CONTRACT.md §9 variable reaches its setting."""
     env = {
         **BASE,
         "SIDECAR_HOST": "0.0.0.0",

@@ -1,4 +1,4 @@
-"""Wire types of the connector contract (CONTRACT.md), shared by the sidecar and the SDK."""
+"""Wire types of the connector contract (docs/CONTRACT.md), shared by the sidecar and the SDK."""
 
 from connector_contracts._base import Wire, format_timestamp, parse_timestamp, utc_now
 from connector_contracts._version import __version__

@@ -1,6 +1,6 @@
-"""Every type of the connector contract (CONTRACT.md), as msgspec Structs.
+"""Every type of the connector contract (docs/CONTRACT.md), as msgspec Structs.
 
-Section numbers refer to CONTRACT.md. Fields marked (core) there are spoken by hosts that predate
+Section numbers refer to docs/CONTRACT.md. Fields marked (core) there are spoken by hosts that predate
 this project: their names and meanings are fixed. Status-like fields in *views* are plain strings
 with the known values documented, so an older SDK keeps decoding a newer sidecar's answers;
 fields in *requests* are Literals, so a bad value is a 422 naming the field.
@@ -74,7 +74,7 @@ ConnectionStatus = Literal[
     "pairing", "connected", "reconnecting", "auth_expired", "logged_out", "error"
 ]
 SendStatus = Literal["sent", "deferred", "failed", "expired", "pending"]
-"""CONTRACT §4's statuses, and ``pending`` (an addition): in progress, or interrupted."""
+"""docs/CONTRACT.md §4's statuses, and ``pending`` (an addition): in progress, or interrupted."""
 DeliveryStatus = Literal["pending", "delivered", "dead"]
 
 
@@ -200,7 +200,7 @@ class SendRequest(Wire):
 
 
 class SendResult(Wire):
-    """The result of a send (CONTRACT §4), from ``POST /send`` or ``GET /send/{requestId}``.
+    """The result of a send (docs/CONTRACT.md §4), from ``POST /send`` or ``GET /send/{requestId}``.
 
     ``status`` is ``sent``, ``deferred`` (waiting for the peer to write again; ``ok`` is true),
     ``failed`` (the vendor refused it), ``expired`` (a deferred send dropped), or, an addition to

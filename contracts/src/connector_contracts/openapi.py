@@ -131,7 +131,7 @@ ROUTES: tuple[Route, ...] = (
         method="get",
         path="/send/{requestId}",
         summary="A send's result as it stands",
-        description="status is sent, deferred, failed or expired (CONTRACT §4), or pending, an"
+        description="status is sent, deferred, failed or expired (docs/CONTRACT.md §4), or pending, an"
         " addition: the send is in progress, or was interrupted (a 503, a restart) and a retry with"
         " the same requestId resumes it after the chunks already sent. providerMessageId stays"
         " null until the whole message is sent; providerMessageIds lists the chunks sent so far.",
@@ -315,7 +315,7 @@ def build_openapi(*, version: str = "1.0.0", server_url: str | None = None) -> d
         "info": {
             "title": "Connector sidecar",
             "version": version,
-            "description": "The connector contract (CONTRACT.md): pairing, connections, idempotent send, "
+            "description": "The connector contract (docs/CONTRACT.md): pairing, connections, idempotent send, "
             "bridge deliveries. Bridge events are POSTed to the host as BridgeEvent.",
         },
         "paths": paths,

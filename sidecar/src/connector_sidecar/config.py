@@ -1,4 +1,4 @@
-"""Settings from the environment (CONTRACT §9), checked once at start.
+"""Settings from the environment (docs/CONTRACT.md §9), checked once at start.
 
 A missing or malformed setting raises :class:`ConfigError` naming the variable; the CLI prints
 that one line and exits with status 2.

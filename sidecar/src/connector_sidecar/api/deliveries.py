@@ -1,4 +1,4 @@
-"""The operator API over the outbox (CONTRACT §6): list deliveries, replay dead or delivered ones.
+"""The operator API over the outbox (docs/CONTRACT.md §6): list deliveries, replay dead or delivered ones.
 
 A replayed event keeps its place (its ``seq``) in its conversation: it becomes that lane's head
 again, so it goes before any later event of the same conversation that is still pending.

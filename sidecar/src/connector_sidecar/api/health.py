@@ -1,4 +1,4 @@
-"""Health, readiness and the OpenAPI document (CONTRACT §7); no bearer token needed."""
+"""Health, readiness and the OpenAPI document (docs/CONTRACT.md §7); no bearer token needed."""
 
 from __future__ import annotations
 

@@ -1,6 +1,6 @@
 """Webhook ("send events to developer server") crypto: AES-256-CBC decryption and the signature.
 
-protocols/feishu.md §6.2-6.4, from the docs and both SDKs [doc][sdk]. Decryption: key = SHA-256(Encrypt Key); the base64 body is
+docs/protocols/feishu.md §6.2-6.4, from the docs and both SDKs [doc][sdk]. Decryption: key = SHA-256(Encrypt Key); the base64 body is
 ``IV (16 bytes) || ciphertext``; PKCS#7 padding checked in full. Signature: lowercase hex of
 plain SHA-256 (not HMAC) over ``timestamp + nonce + encrypt_key`` followed by the raw body
 bytes, compared in constant time.

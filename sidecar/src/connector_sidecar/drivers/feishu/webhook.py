@@ -1,6 +1,6 @@
 """Opening a webhook request: decrypt, check the signature and the Verification Token.
 
-protocols/feishu.md §6. The order follows both SDKs: decrypt first, then look at ``type``.
+docs/protocols/feishu.md §6. The order follows both SDKs: decrypt first, then look at ``type``.
 With an Encrypt Key configured every event must carry a valid ``X-Lark-Signature``. The
 URL-verification challenge is accepted unsigned too, because the Python SDK skips the check for
 it and whether Feishu signs challenges is only inferred from OpenClaw [oc, inferred]; an
