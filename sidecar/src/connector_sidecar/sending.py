@@ -29,7 +29,7 @@ from tenacity import (
 )
 from tenacity.wait import wait_base, wait_exponential, wait_random
 
-from connector_contracts import SendRequest, SendResult
+from connector_contracts import ProblemError, SendRequest, SendResult
 from connector_sidecar._clock import Sleep, now_ms
 from connector_sidecar.chunking import split_text
 from connector_sidecar.drivers.base import (
@@ -103,8 +103,11 @@ _ANSWERS: dict[str, tuple[int, bool]] = {
     "sent": (200, True),
     "deferred": (202, True),
     "failed": (502, False),
-    "expired": (200, False),
-    "pending": (202, False),  # in progress or interrupted: an addition to CONTRACT §4's statuses
+    "expired": (410, False),  # POST answers a 410 send_expired problem instead (GET: 200)
+    "pending": (
+        202,
+        False,
+    ),  # in progress or interrupted: an addition to docs/CONTRACT.md §4's statuses
 }
 
 
@@ -112,7 +115,7 @@ def _stored_result(entry: LedgerEntry, *, duplicate: bool) -> SendOutcome:
     """The answer a ledger entry stands for (a final one, or the current state for GET).
 
     ``providerMessageId`` names the message only once all of it reached the vendor (``sent``);
-    until then it is null, as CONTRACT §4 shows for a deferred send, and ``providerMessageIds``
+    until then it is null, as docs/CONTRACT.md §4 shows for a deferred send, and ``providerMessageIds``
     lists the chunks that did go out.
     """
     status = entry.status if entry.status in _ANSWERS else "pending"
@@ -144,6 +147,17 @@ async def _split_for(driver: Driver, request: SendRequest) -> list[str]:
     return await asyncio.to_thread(chunks_for, driver, request)
 
 
+def _field_problem(path: str, message: str, request_id: str) -> ApiProblem:
+    """A 422 naming the field in ``errors``, as every other validation failure does."""
+    return ApiProblem(
+        422,
+        "validation_failed",
+        f"{path}: {message}",
+        errors=[ProblemError(path=path, message=message)],
+        request_id=request_id,
+    )
+
+
 def _rejected_problem(entry: LedgerEntry) -> ApiProblem:
     return ApiProblem(
         502,
@@ -172,12 +186,7 @@ class Sender:
     async def send(self, request: SendRequest) -> SendOutcome:
         """Run a send, or join the one already running for this requestId."""
         if not request.content.strip():
-            raise ApiProblem(
-                422,
-                "validation_failed",
-                "$.content: must not be empty",
-                request_id=request.request_id,
-            )
+            raise _field_problem("$.content", "must not be empty", request.request_id)
         fingerprint = fingerprint_of(request)
         running = self._inflight.get(request.request_id)
         if running is not None:
@@ -261,11 +270,10 @@ class Sender:
                 request_id=request.request_id,
             )
         if request.kind and request.kind != connection.kind:
-            raise ApiProblem(
-                422,
-                "validation_failed",
-                f"$.kind: the connection is {connection.kind!r}, not {request.kind!r}",
-                request_id=request.request_id,
+            raise _field_problem(
+                "$.kind",
+                f"the connection is {connection.kind!r}, not {request.kind!r}",
+                request.request_id,
             )
         _require_ready(connection, request.request_id)
         driver = self.runtime.drivers.get(connection.kind)
@@ -278,12 +286,7 @@ class Sender:
             )
         chunks = await _split_for(driver, request)
         if not chunks:
-            raise ApiProblem(
-                422,
-                "validation_failed",
-                "$.content: nothing to send",
-                request_id=request.request_id,
-            )
+            raise _field_problem("$.content", "nothing to send", request.request_id)
         if entry is None:
             entry = await self.store.db.transaction(self.store.ledger.create, request, len(chunks))
         elif entry.chunk_count != len(chunks):
@@ -301,6 +304,14 @@ class Sender:
     def _final(self, entry: LedgerEntry, *, duplicate: bool) -> SendOutcome:
         if entry.status == "failed":
             raise _rejected_problem(entry)
+        if entry.status == "expired":
+            # Hosts read only the status code of a repeat: a 200 would pass for a delivery.
+            raise ApiProblem(
+                410,
+                "send_expired",
+                entry.error_detail or "the deferred send expired before the peer wrote again",
+                request_id=entry.request_id,
+            )
         return _stored_result(entry, duplicate=duplicate)
 
     async def _deliver(
