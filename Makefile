@@ -9,8 +9,9 @@ export UV_PYTHON := $(shell $(PYTHON) -c "import sys; print(sys.executable)")
 UV := $(shell command -v uv 2>/dev/null || echo "$(PYTHON) -m uv")
 RUN := $(UV) run --all-packages --locked --no-sync
 PYTEST_ARGS ?=
+STRESS_RUNS ?= 5
 
-.PHONY: help install run run-sidecar test lint format typecheck ci bench clean
+.PHONY: help install run run-sidecar test test-stress lint format typecheck ci bench clean
 
 help: ## Show this list of targets
 	@grep -hE '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  \033[36m%-12s\033[0m %s\n", $$1, $$2}'
@@ -28,6 +29,9 @@ run-sidecar: install ## Start only the sidecar on 127.0.0.1:8787 with the sim co
 
 test: install ## Run the whole test suite
 	$(RUN) pytest $(PYTEST_ARGS)
+
+test-stress: install ## Run the whole suite STRESS_RUNS times (default 5) with the other core kept busy
+	$(RUN) python -m tests.stress --runs $(STRESS_RUNS) -- $(PYTEST_ARGS)
 
 lint: install ## Check formatting and lint rules (ruff)
 	$(RUN) ruff format --check .
