@@ -208,6 +208,9 @@ async def test_delivery_view_fields(paired: Sidecar) -> None:
         ({"cursor": "s" + "9" * 30}, "cursor"),  # beyond SQLite's 64-bit integers
         ({"cursor": "s" + "9" * 5000}, "cursor"),  # beyond int()'s digit limit
         ({"limit": "9" * 5000}, "limit"),
+        ({"limit": ""}, "limit"),
+        ({"cursor": ""}, "cursor"),
+        ({"status": ""}, "status"),
     ],
 )
 async def test_deliveries_bad_query_is_422(

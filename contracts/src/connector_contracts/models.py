@@ -34,6 +34,7 @@ __all__ = [
     "Problem",
     "ProblemError",
     "Readiness",
+    "ReadinessProblem",
     "ReplayRequest",
     "ReplayResult",
     "SendRequest",
@@ -54,6 +55,9 @@ __all__ = [
 
 NonEmpty = Annotated[str, msgspec.Meta(min_length=1, max_length=512)]
 Content = Annotated[str, msgspec.Meta(max_length=200_000)]
+# What POST /send takes: at least one character that is not white space. The sidecar checks it
+# itself (a 422 naming ``$.content``); the pattern only documents it in the OpenAPI schema.
+SendContent = Annotated[str, msgspec.Meta(max_length=200_000, extra_json_schema={"pattern": "\\S"})]
 
 PeerType = Literal["dm", "group", "unknown"]
 MessageType = Literal["text", "markdown"]
@@ -191,7 +195,7 @@ class SendRequest(Wire):
     request_id: NonEmpty
     connection_id: NonEmpty
     target: SendTarget
-    content: Content
+    content: SendContent
     channel_id: str | None = None
     kind: str | None = None
     metadata: dict[str, Any] | None = None
@@ -294,6 +298,14 @@ class Health(Wire):
 
 class Readiness(Wire):
     ok: bool
+    reasons: list[str] = msgspec.field(default_factory=list)
+
+
+class ReadinessProblem(Problem):
+    """``/readyz``'s 503: a problem document (code ``not_ready``) whose extension members
+    ``ok`` (false) and ``reasons`` say what a 200's Readiness would, for readers of either."""
+
+    ok: bool = False
     reasons: list[str] = msgspec.field(default_factory=list)
 
 
