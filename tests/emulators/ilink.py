@@ -732,7 +732,11 @@ class IlinkEmulatorProcess(ManagedProcess):
         ]
         env = {k: v for k, v in os.environ.items() if k in ("PATH", "HOME", "VIRTUAL_ENV")}
         super().__init__(argv, env=env, log_path=tmp_path / "ilink-emulator.log")
-        self._http = httpx.Client(base_url=self.url, timeout=10.0)
+        # A fresh connection per control call: the emulator (Hypercorn) closes connections idle
+        # for 5 s, and a pooled one reused as it closes fails with "Server disconnected".
+        self._http = httpx.Client(
+            base_url=self.url, timeout=10.0, limits=httpx.Limits(max_keepalive_connections=0)
+        )
 
     @property
     def url(self) -> str:
