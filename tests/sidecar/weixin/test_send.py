@@ -83,9 +83,14 @@ async def test_closed_reply_window_defers_until_the_peer_writes(weixin: WeixinSi
     [delivered] = await wait_for(sent, what="the deferred reply to go out")
     assert delivered["text"] == "sorry for the wait"
     assert delivered["contextToken"] == pushed["contextToken"]
-    status = await weixin.api.get("/send/out_wx:s1:late")
-    assert status.json()["status"] == "sent"
-    assert status.json()["providerMessageId"] == delivered["messageId"]
+
+    async def recorded() -> dict[str, Any] | None:
+        # The vendor has the message before the ledger records it: wait for the record.
+        result: dict[str, Any] = (await weixin.api.get("/send/out_wx:s1:late")).json()
+        return result if result["status"] == "sent" else None
+
+    status = await wait_for(recorded, what="the deferred reply to be recorded as sent")
+    assert status["providerMessageId"] == delivered["messageId"]
 
 
 @pytest.mark.anyio
