@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import re
+import signal
 import subprocess
 import sys
 import time
@@ -46,6 +47,10 @@ def run_suite(number: int, pytest_args: list[str], log_dir: Path) -> tuple[int, 
     return code, failed, time.monotonic() - started
 
 
+def _interrupted(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
     parser.add_argument("--runs", type=int, default=5, help="how many times to run the suite")
@@ -64,6 +69,8 @@ def main(argv: list[str] | None = None) -> int:
 
     failures: Counter[str] = Counter()
     failed_runs = 0
+    # SIGTERM unwinds like Ctrl-C, so the busy loop is killed below on either.
+    signal.signal(signal.SIGTERM, _interrupted)
     busy = start_busy_loop(args.busy_limit)
     try:
         for number in range(1, args.runs + 1):
