@@ -15,8 +15,9 @@ UV := $(or $(UV_ON_PATH),$(CURDIR)/$(UV_VENV)/bin/uv)
 RUN := $(UV) run --all-packages --locked --no-sync
 PYTEST_ARGS ?=
 STRESS_RUNS ?= 5
+DIST_DIR ?= dist
 
-.PHONY: help install run run-sidecar test test-stress lint format typecheck ci bench clean
+.PHONY: help install run run-sidecar test test-stress dist lint format typecheck ci bench clean
 
 help: ## Show this list of targets
 	@grep -hE '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  \033[36m%-12s\033[0m %s\n", $$1, $$2}'
@@ -52,6 +53,10 @@ test: install ## Run the whole test suite
 
 test-stress: install ## Run the whole suite STRESS_RUNS times (default 5) with the other core kept busy
 	$(RUN) python -m tests.stress --runs $(STRESS_RUNS) -- $(PYTEST_ARGS)
+
+dist: install ## Build the wheels and sdists of contracts, sdk and sidecar into dist/ (DIST_DIR)
+	rm -rf $(DIST_DIR)
+	$(UV) build --all-packages --out-dir $(DIST_DIR)
 
 lint: install ## Check formatting and lint rules (ruff)
 	$(RUN) ruff format --check .
