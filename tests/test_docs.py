@@ -70,3 +70,15 @@ def test_no_citation_points_outside_the_repository() -> None:
         if STALE.search(line.replace("docs/protocols/", "").replace("docs/CONTRACT", ""))
     ]
     assert stale == []
+
+
+def test_the_license_is_there_and_named_the_same_everywhere() -> None:
+    """LICENSE is the MIT license; the README and every package's metadata say MIT."""
+    import tomllib
+
+    assert (ROOT / "LICENSE").read_text(encoding="utf-8").startswith("MIT License\n")
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    assert "## License\n\nMIT: see [LICENSE](LICENSE)." in readme
+    for member in ("contracts", "sdk", "sidecar"):
+        project = tomllib.loads((ROOT / member / "pyproject.toml").read_text())["project"]
+        assert project["license"] == "MIT", member
