@@ -5,6 +5,12 @@ you copy keep working across runs. Ctrl-C (or SIGTERM) stops both processes clea
 
     python -m examples.run_local                 # sidecar on :8787 + echo host on :8000
     python -m examples.run_local --sidecar-only  # just the sidecar (events queue in the outbox)
+    BRIDGE_URL=http://127.0.0.1:9000/events python -m examples.run_local --sidecar-only
+                                                 # just the sidecar, delivering to your backend
+
+``SIDECAR_PORT`` and ``ECHO_PORT`` move the two ports. With ``--sidecar-only`` and
+``BRIDGE_URL`` the events go to your backend with the ``BRIDGE_TOKEN`` and
+``BRIDGE_SIGNING_SECRET`` of ``var/local.env`` (or of the environment, when set there).
 """
 
 from __future__ import annotations
@@ -105,6 +111,11 @@ def main() -> None:
             "BRIDGE_TOKEN": tokens["BRIDGE_TOKEN"],
             "BRIDGE_SIGNING_SECRET": tokens["BRIDGE_SIGNING_SECRET"],
         }
+    elif os.environ.get("BRIDGE_URL"):
+        # Your own backend: the bridge credentials of var/local.env unless the environment has them.
+        for name in ("BRIDGE_TOKEN", "BRIDGE_SIGNING_SECRET"):
+            tokens[name] = os.environ.get(name) or tokens[name]
+            sidecar_env[name] = tokens[name]
     processes: list[tuple[str, subprocess.Popen[bytes]]] = []
 
     def stop(*_: object) -> None:
@@ -141,7 +152,8 @@ def main() -> None:
             )
             processes.append(("echo host", echo))
             _wait_healthy("the echo host", f"http://127.0.0.1:{ECHO_PORT}/healthz", echo)
-        _banner(tokens, var, echo=not args.sidecar_only)
+        bridge_url = sidecar_env.get("BRIDGE_URL") if args.sidecar_only else None
+        _banner(tokens, var, echo=not args.sidecar_only, bridge_url=bridge_url)
         while all(proc.poll() is None for _, proc in processes):
             time.sleep(0.5)
         for name, proc in processes:
@@ -156,7 +168,9 @@ def main() -> None:
         stop()
 
 
-def _banner(tokens: dict[str, str], var: Path, *, echo: bool) -> None:
+def _banner(
+    tokens: dict[str, str], var: Path, *, echo: bool, bridge_url: str | None = None
+) -> None:
     url = f"http://127.0.0.1:{SIDECAR_PORT}"
     lines = [
         "",
@@ -169,6 +183,15 @@ def _banner(tokens: dict[str, str], var: Path, *, echo: bool) -> None:
     if echo:
         lines.append(
             f"  echo host   http://127.0.0.1:{ECHO_PORT}{BRIDGE_PATH} (answers every message with 'echo: …')"
+        )
+    elif bridge_url:
+        lines += [
+            f"  bridge      {bridge_url}",
+            f"              Authorization: Bearer <BRIDGE_TOKEN>, signed with BRIDGE_SIGNING_SECRET ({var / 'local.env'})",
+        ]
+    else:
+        lines.append(
+            "  bridge      none: events wait in the outbox (BRIDGE_URL=… make run-sidecar delivers them)"
         )
     lines += [
         "",

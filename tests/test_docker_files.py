@@ -1,7 +1,7 @@
 """Dockerfile, compose.yaml, .env.example and .dockerignore, checked without a Docker engine.
 
 They must parse, name files that exist, and use the ports and environment names that the
-code really reads: the sidecar's from CONTRACT §9, the echo host's from its config module.
+code really reads: the sidecar's from docs/CONTRACT.md §9, the echo host's from its config module.
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
 
-# CONTRACT §9: every variable the sidecar reads.
+# docs/CONTRACT.md §9: every variable the sidecar reads.
 SIDECAR_ENV = frozenset(
     {
         "SIDECAR_HOST",
@@ -432,22 +432,46 @@ def _interpolate(value: object, env: dict[str, str]) -> str:
     return re.sub(r"\$\{([A-Z_][A-Z0-9_]*)(?:(:?[-?])([^}]*))?\}", fill, str(value))
 
 
-def _service_env(compose: dict[str, Any], service: str) -> dict[str, str]:
+# What a user puts in .env in place of the example's change-me placeholders.
+REAL_TOKENS = {
+    "EXTERNAL_CONNECTOR_TOKEN": "tDk1xQ-3nVb8ZrW0yLp4s",
+    "BRIDGE_TOKEN": "bR9-2mXq7LcY0aHe5TfUj",
+}
+
+
+def _service_env(
+    compose: dict[str, Any], service: str, overrides: dict[str, str] | None = None
+) -> dict[str, str]:
     """A service's environment as its container sees it, with .env.example as the .env file."""
-    example = _env_example()
+    example = {**_env_example(), **(overrides or {})}
     environment = compose["services"][service]["environment"]
     return {name: _interpolate(value, example) for name, value in environment.items()}
 
 
-def test_env_example_starts_both_services(compose: dict[str, Any]) -> None:
-    """With .env.example copied to .env, both services' settings load without an error."""
+def test_env_example_placeholders_are_refused(compose: dict[str, Any]) -> None:
+    """.env.example copied to .env unchanged: the sidecar refuses its change-me token."""
+    from connector_sidecar.config import ConfigError
     from connector_sidecar.config import Settings as SidecarSettings
 
     sidecar_env = {**_stages()["sidecar"].env(), **_service_env(compose, "sidecar")}
+    with pytest.raises(ConfigError) as caught:
+        SidecarSettings.from_env(sidecar_env)
+    assert caught.value.name == "EXTERNAL_CONNECTOR_TOKEN"
+    assert "placeholder" in str(caught.value)
+
+
+def test_env_example_starts_both_services(compose: dict[str, Any]) -> None:
+    """.env.example copied to .env with real tokens filled in: both services' settings load."""
+    from connector_sidecar.config import Settings as SidecarSettings
+
+    sidecar_env = {
+        **_stages()["sidecar"].env(),
+        **_service_env(compose, "sidecar", REAL_TOKENS),
+    }
     sidecar = SidecarSettings.from_env(sidecar_env)
     assert (sidecar.host, sidecar.port) == ("0.0.0.0", SIDECAR_DEFAULT_PORT)
     assert sidecar.bridge_url == compose["services"]["sidecar"]["environment"]["BRIDGE_URL"]
-    echo_env = {**_stages()["echo-host"].env(), **_service_env(compose, "echo-host")}
+    echo_env = {**_stages()["echo-host"].env(), **_service_env(compose, "echo-host", REAL_TOKENS)}
     echo = ECHO.Settings.from_env(echo_env)
     assert (echo.host, echo.port) == ("0.0.0.0", 8000)
     assert echo.bridge_token is not None

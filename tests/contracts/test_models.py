@@ -1,4 +1,4 @@
-"""The contract types decode and re-encode the JSON of CONTRACT.md unchanged."""
+"""The contract types decode and re-encode the JSON of docs/CONTRACT.md unchanged."""
 
 from __future__ import annotations
 
@@ -58,7 +58,7 @@ EVENT: dict[str, Any] = {
     "metadata": {"mentions": [], "botMentioned": False, "quoted": None},
 }
 
-# Every example below is the JSON of CONTRACT.md, filled in where the page writes "…".
+# Every example below is the JSON of docs/CONTRACT.md, filled in where the page writes "…".
 EXAMPLES: list[tuple[type[Any], dict[str, Any] | list[Any]]] = [
     (
         Problem,
@@ -266,7 +266,7 @@ EXAMPLES: list[tuple[type[Any], dict[str, Any] | list[Any]]] = [
     ("type_", "example"), EXAMPLES, ids=[f"{t.__name__}-{i}" for i, (t, _) in enumerate(EXAMPLES)]
 )
 def test_examples_round_trip(type_: type[Any], example: dict[str, Any]) -> None:
-    """Each CONTRACT.md example decodes and re-encodes to the same JSON."""
+    """Each docs/CONTRACT.md example decodes and re-encodes to the same JSON."""
     value = decode(json.dumps(example), type_)
     assert json.loads(encode(value)) == example
 

@@ -46,14 +46,14 @@ def test_every_contract_route_is_documented() -> None:
     paths = build_openapi()["paths"]
     expected = {
         ("get", "/connectors"): {"200", "401"},
-        ("post", "/connector-sessions"): {"200", "201", "400", "401", "404", "413", "422"},
+        ("post", "/connector-sessions"): {"200", "201", "400", "401", "404", "409", "413", "422"},
         ("get", "/connector-sessions/{sessionId}"): {"200", "401", "404"},
         ("post", "/connector-sessions/{sessionId}/cancel"): {"200", "404"},
         ("post", "/connector-sessions/{sessionId}/verify-code"): {"200", "404", "409"},
         ("get", "/connections"): {"200"},
         ("get", "/connections/{connectionId}"): {"200", "404"},
-        ("post", "/connections/{connectionId}/logout"): {"200", "404"},
-        ("post", "/send"): {"200", "202", "404", "409", "422", "502", "503"},
+        ("post", "/connections/{connectionId}/logout"): {"200"},
+        ("post", "/send"): {"200", "202", "404", "409", "410", "422", "502", "503"},
         ("get", "/send/{requestId}"): {"200", "404"},
         ("get", "/deliveries"): {"200", "422"},
         ("get", "/healthz"): {"200"},
@@ -80,7 +80,8 @@ def test_errors_are_problem_documents_and_public_routes_need_no_token() -> None:
                 if int(status) >= 400:
                     assert list(response["content"]) == ["application/problem+json"]
                     schema = response["content"]["application/problem+json"]["schema"]
-                    assert schema == {"$ref": "#/components/schemas/Problem"}
+                    problem = "ReadinessProblem" if path == "/readyz" else "Problem"
+                    assert schema == {"$ref": f"#/components/schemas/{problem}"}
     assert {p for _, p in public} == {"/healthz", "/readyz", "/webhooks/feishu/{connectionId}"}
     assert len(
         {op["operationId"] for ops in document["paths"].values() for op in ops.values()}
@@ -88,7 +89,7 @@ def test_errors_are_problem_documents_and_public_routes_need_no_token() -> None:
 
 
 def test_schemas_use_camel_case_names() -> None:
-    """Component schemas carry the wire's camelCase names (the core fields of CONTRACT §4, §5)."""
+    """Component schemas carry the wire's camelCase names (the core fields of docs/CONTRACT.md §4, §5)."""
     schemas = build_openapi()["components"]["schemas"]
     assert {"requestId", "connectionId", "target", "content"} <= set(
         schemas["SendRequest"]["properties"]
@@ -112,3 +113,49 @@ def test_send_status_pending_is_documented_as_an_addition() -> None:
     operation = document["paths"]["/send/{requestId}"]["get"]
     assert "pending, an addition" in operation["description"]
     assert "providerMessageId stays null" in operation["description"]
+
+
+def test_readyz_503_is_a_problem_document_with_reasons() -> None:
+    """``/readyz``'s 503 is a Problem that also carries ``ok`` and ``reasons``."""
+    schemas = build_openapi()["components"]["schemas"]
+    readiness = schemas["ReadinessProblem"]["properties"]
+    assert set(schemas["Problem"]["properties"]) | {"ok", "reasons"} == set(readiness)
+
+
+def test_retry_after_is_documented_where_the_server_sends_it() -> None:
+    """``POST /send``'s 409 and 503 and the Feishu webhook's 503 document ``Retry-After``."""
+    paths = build_openapi()["paths"]
+    with_header = {
+        (path, method, status)
+        for path, operations in paths.items()
+        for method, operation in operations.items()
+        for status, response in operation["responses"].items()
+        if "Retry-After" in response.get("headers", {})
+    }
+    assert with_header == {
+        ("/send", "post", "409"),
+        ("/send", "post", "503"),
+        ("/webhooks/feishu/{connectionId}", "post", "503"),
+    }
+
+
+def test_query_parameters_have_their_types_and_bounds() -> None:
+    """``GET /deliveries`` documents status's enum, limit's bounds and the cursor's shape."""
+    parameters = {
+        p["name"]: p["schema"] for p in build_openapi()["paths"]["/deliveries"]["get"]["parameters"]
+    }
+    assert parameters["status"]["enum"] == ["pending", "delivered", "dead"]
+    assert parameters["limit"] == {"type": "integer", "minimum": 1, "maximum": 500, "default": 100}
+    assert parameters["cursor"]["pattern"] == "^s[0-9]{1,18}$"
+
+
+def test_optional_bodies_are_not_required() -> None:
+    """Routes that accept no body at all (bulk replay, logout, cancel, sim scan) say so."""
+    paths = build_openapi()["paths"]
+    for path in (
+        "/deliveries/replay",
+        "/connections/{connectionId}/logout",
+        "/connector-sessions/{sessionId}/cancel",
+        "/sim/sessions/{sessionId}/scan",
+    ):
+        assert paths[path]["post"]["requestBody"]["required"] is False, path

@@ -1,4 +1,4 @@
-"""At-least-once, in-order bridge delivery with real processes on loopback (CONTRACT §5).
+"""At-least-once, in-order bridge delivery with real processes on loopback (docs/CONTRACT.md §5).
 
 The sidecar runs as ``connector-sidecar serve``; the host is tests/e2e/recording_host.py, which
 records every attempt. Messages go in through the sim connector; the sidecar is SIGKILLed and

@@ -16,6 +16,8 @@ import pytest
 
 from connector_sidecar.testing import ManagedProcess, SidecarProcess, free_port, wait_until
 
+from .conftest import RecordingHost
+
 pytestmark = pytest.mark.e2e
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -178,3 +180,63 @@ def test_make_run_launcher_starts_both_and_stops_cleanly(tmp_path: Path) -> None
             proc.kill()
             proc.wait(timeout=10)
         log.close()
+
+
+def test_run_sidecar_delivers_to_your_backend(tmp_path: Path) -> None:
+    """``BRIDGE_URL=… make run-sidecar``: events reach that URL with var/local.env's bridge token,
+    signed with its secret (checked by the official Standard Webhooks library)."""
+    bridge_token = "bridge-" + secrets.token_hex(12)
+    signing_secret = "whsec_" + base64.b64encode(secrets.token_bytes(24)).decode()
+    var = tmp_path / "var"
+    var.mkdir()
+    api_token = "dev_" + secrets.token_hex(12)
+    (var / "local.env").write_text(
+        f"EXTERNAL_CONNECTOR_TOKEN={api_token}\n"
+        f"BRIDGE_TOKEN={bridge_token}\nBRIDGE_SIGNING_SECRET={signing_secret}\n"
+    )
+    host = RecordingHost(tmp_path, token=bridge_token, signing_secret=signing_secret)
+    host.start()
+    sidecar_port = free_port()
+    log_path = tmp_path / "run.log"
+    log = log_path.open("wb")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "examples.run_local", "--sidecar-only", "--var-dir", str(var)],
+        env=_python_env(SIDECAR_PORT=str(sidecar_port), BRIDGE_URL=host.url),
+        cwd=ROOT,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
+    try:
+        wait_until(
+            lambda: "Ctrl-C stops everything" in log_path.read_text(),
+            timeout=60,
+            what="the launcher's banner",
+        )
+        banner = log_path.read_text()
+        assert f"bridge      {host.url}" in banner
+        assert str(var / "local.env") in banner
+        with httpx.Client(
+            base_url=f"http://127.0.0.1:{sidecar_port}",
+            headers={"Authorization": f"Bearer {api_token}"},
+            timeout=30,
+        ) as client:
+            _pair_sim(client, "demo")
+            sent = client.post(
+                "/sim/connections/demo/messages", json={"peerId": "alice", "content": "hi"}
+            )
+            assert sent.status_code == 202, sent.text
+            [record] = wait_until(
+                lambda: [r for r in host.records() if r["accepted"]],
+                timeout=30,
+                what="the event at your backend",
+            )
+        assert record["event"]["eventId"] == sent.json()["eventId"]
+        assert record["signatureValid"] is True
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=30) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(timeout=10)
+        log.close()
+        host.terminate()

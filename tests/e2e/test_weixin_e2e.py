@@ -222,8 +222,13 @@ def test_closed_reply_window_defers_then_sends_after_the_next_message(
         [sent] = wait_until(lambda: ilink.sent(BOT), timeout=20, what="the deferred send")
         assert sent["text"] == "later"
         assert sent["contextToken"] == pushed["contextToken"]
-        result = client.get("/send/out_wx:late").json()
-        assert result["status"] == "sent"
+
+        def recorded() -> dict[str, Any] | None:
+            result: dict[str, Any] = client.get("/send/out_wx:late").json()
+            return result if result["status"] == "sent" else None
+
+        # The vendor has the message before the ledger records it: wait for the record.
+        result = wait_until(recorded, timeout=20, what="the deferred send to be recorded as sent")
         assert result["providerMessageId"] == sent["messageId"]
     assert ilink.violations() == []
     assert sidecar.terminate() == 0

@@ -5,7 +5,7 @@ sidecar at it with ``FEISHU_BASE_URL=http://127.0.0.1:N`` and ``LARK_BASE_URL=â€
 same routes under ``/lark`` answer as the Lark brand). Or build :class:`FeishuEmulator` in a
 test and use ``emulator.app`` with ``httpx.ASGITransport`` plus ``await emulator.start_ws()``.
 
-What it speaks (protocols/feishu.md):
+What it speaks (docs/protocols/feishu.md):
 - ``POST /open-apis/auth/v3/tenant_access_token/internal``: 10014 for a wrong secret; the same
   token while 30 min or more remain. ``GET /open-apis/bot/v3/info`` (``bot`` at the top level).
 - ``POST /open-apis/im/v1/messages`` and ``â€¦/{id}/reply``: content must be a JSON string, a post

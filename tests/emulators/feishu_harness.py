@@ -30,7 +30,11 @@ class FeishuEmulatorProcess(ManagedProcess):
         ]
         tmp_path.mkdir(parents=True, exist_ok=True)
         super().__init__(argv, env=_python_env(), log_path=tmp_path / "feishu-emulator.log")
-        self._client = httpx.Client(base_url=self.url, timeout=15)
+        # A fresh connection per control call: the emulator (Hypercorn) closes connections idle
+        # for 5 s, and a pooled one reused as it closes fails with "Server disconnected".
+        self._client = httpx.Client(
+            base_url=self.url, timeout=15, limits=httpx.Limits(max_keepalive_connections=0)
+        )
 
     @property
     def url(self) -> str:

@@ -1,6 +1,6 @@
 """An iLink (WeChat bot API) emulator: the vendor's endpoints and shapes, driven by tests.
 
-Serves what ``shared/protocols/weixin-ilink.md`` describes, under the same paths:
+Serves what ``docs/protocols/weixin-ilink.md`` describes, under the same paths:
 ``POST /ilink/bot/get_bot_qrcode?bot_type=3``, ``GET /ilink/bot/get_qrcode_status``,
 ``POST /ilink/bot/getupdates`` (a long-poll with an opaque cursor), ``POST
 /ilink/bot/sendmessage``, ``getconfig``, ``sendtyping``, ``msg/notifystart`` and
@@ -1005,7 +1005,11 @@ class IlinkEmulatorProcess(ManagedProcess):
         ]
         env = {k: v for k, v in os.environ.items() if k in ("PATH", "HOME", "VIRTUAL_ENV")}
         super().__init__(argv, env=env, log_path=tmp_path / "ilink-emulator.log")
-        self._http = httpx.Client(base_url=self.url, timeout=10.0)
+        # A fresh connection per control call: the emulator (Hypercorn) closes connections idle
+        # for 5 s, and a pooled one reused as it closes fails with "Server disconnected".
+        self._http = httpx.Client(
+            base_url=self.url, timeout=10.0, limits=httpx.Limits(max_keepalive_connections=0)
+        )
 
     @property
     def url(self) -> str:

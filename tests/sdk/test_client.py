@@ -32,6 +32,7 @@ from connector_sdk import (
     ConnectorNotFound,
     ConnectorSDKError,
     DeliveryNotFound,
+    Gone,
     InvalidResponse,
     ProviderRejected,
     ProviderUnavailable,
@@ -40,6 +41,7 @@ from connector_sdk import (
     RequestInProgress,
     RequestNotFound,
     RetryPolicy,
+    SendExpired,
     ServerError,
     SessionNotAwaitingCode,
     SessionNotFound,
@@ -589,6 +591,8 @@ async def test_bad_url_is_not_retried() -> None:
         (400, "invalid_json", ValidationFailed),
         (413, "body_too_large", ValidationFailed),
         (404, "request_not_found", RequestNotFound),
+        (410, "send_expired", SendExpired),
+        (410, "gone", Gone),
     ],
 )
 async def test_send_errors_are_typed_and_not_retried(

@@ -56,7 +56,7 @@ json_values = st.recursive(
 
 
 async def wait_for(
-    check: Callable[[], Awaitable[Any]], *, timeout: float = 5.0, interval: float = 0.02, what: str
+    check: Callable[[], Awaitable[Any]], *, timeout: float = 20.0, interval: float = 0.02, what: str
 ) -> Any:
     """Await ``check()`` until it returns something truthy; fail after ``timeout`` seconds."""
     deadline = time.monotonic() + timeout

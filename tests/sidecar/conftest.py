@@ -56,7 +56,7 @@ def send_body(
     peer_id: str = "peer-1",
     **extra: Any,
 ) -> dict[str, Any]:
-    """A ``POST /send`` body shaped like CONTRACT §4's example."""
+    """A ``POST /send`` body shaped like docs/CONTRACT.md §4's example."""
     return {
         "requestId": request_id,
         "connectionId": connection_id,

@@ -1,4 +1,4 @@
-"""Conventions every route shares (CONTRACT §0, §7): auth, problem documents, body limits, health."""
+"""Conventions every route shares (docs/CONTRACT.md §0, §7): auth, problem documents, body limits, health."""
 
 from __future__ import annotations
 
@@ -66,7 +66,8 @@ async def test_public_routes_need_no_token(sidecar: Sidecar, path: str) -> None:
     ) as anonymous:
         response = await anonymous.get(path)
     assert response.status_code in (200, 503)
-    assert response.headers["content-type"] == "application/json"
+    expected = "application/problem+json" if response.status_code == 503 else "application/json"
+    assert response.headers["content-type"] == expected
 
 
 async def test_healthz(sidecar: Sidecar) -> None:
@@ -77,12 +78,13 @@ async def test_healthz(sidecar: Sidecar) -> None:
 
 
 async def test_readyz_is_503_with_reasons_without_bridge_url(sidecar: Sidecar) -> None:
-    """Without BRIDGE_URL, ``/readyz`` is 503 and names the missing bridge."""
+    """Without BRIDGE_URL, ``/readyz`` is a 503 problem document naming the missing bridge, with
+    ``ok`` and ``reasons`` kept for the readers of the Readiness body it used to be."""
     response = await sidecar.client.get("/readyz")
-    assert response.status_code == 503
-    body = response.json()
+    body = assert_problem(response, 503, "not_ready")
     assert body["ok"] is False
-    assert any("BRIDGE_URL" in reason for reason in body["reasons"])
+    [reason] = [reason for reason in body["reasons"] if "BRIDGE_URL" in reason]
+    assert reason in body["detail"]
 
 
 async def test_readyz_is_200_with_a_bridge(make_sidecar: SidecarFactory) -> None:
@@ -193,7 +195,7 @@ async def test_deeply_nested_json_is_400_not_500(paired: Sidecar, path: str, fie
 
 
 async def test_unknown_request_fields_are_ignored(paired: Sidecar) -> None:
-    """Fields a newer host adds are ignored, never rejected (CONTRACT §0)."""
+    """Fields a newer host adds are ignored, never rejected (docs/CONTRACT.md §0)."""
     body = send_body("out_unknown", futureField={"x": 1})
     body["target"]["futureTargetField"] = True
     response = await paired.client.post("/send", json=body)

@@ -1,20 +1,32 @@
-"""``POST /send`` and ``GET /send/{requestId}``: every rule of CONTRACT §4, against the sim."""
+"""``POST /send`` and ``GET /send/{requestId}``: every rule of docs/CONTRACT.md §4, against the sim."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import threading
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 
+from connector_contracts import SendRequest, decode
+from connector_sdk import SendExpired, SidecarClient
 from connector_sidecar import sending
 from connector_sidecar.chunking import split_text
 from connector_sidecar.drivers.base import DeferredSendError
 
-from .conftest import FakeClock, Sidecar, SidecarFactory, assert_problem, paragraphs
+from .conftest import (
+    TOKEN,
+    FakeClock,
+    Sidecar,
+    SidecarFactory,
+    assert_problem,
+    paragraphs,
+    send_body,
+)
 
 pytestmark = [pytest.mark.anyio, pytest.mark.both_stores]
 
@@ -283,6 +295,30 @@ async def test_at_most_three_deferred_per_peer(paired: Sidecar) -> None:
     assert (await paired.client.get("/send/out_other_peer")).json()["status"] == "deferred"
 
 
+async def test_a_repeat_of_an_expired_send_is_410(paired: Sidecar) -> None:
+    """Repeating a deferred send that expired is 410 ``send_expired``, never a 200 that reads as sent."""
+    await paired.faults(replyWindowClosed=True)
+    for i in range(4):
+        assert (await paired.send(f"out_x{i}", f"text {i}")).status_code == 202
+    repeat = await paired.send("out_x0", "text 0")
+    problem = assert_problem(repeat, 410, "send_expired")
+    assert problem["requestId"] == "out_x0"
+    assert "waiting for this peer" in problem["detail"]
+    current = await paired.client.get("/send/out_x0")
+    assert current.status_code == 200
+    assert (current.json()["status"], current.json()["ok"]) == ("expired", False)
+    # The SDK raises its typed error for it, without retrying.
+    async with SidecarClient(
+        "http://sidecar", token=TOKEN, transport=httpx.ASGITransport(app=paired.app)
+    ) as sdk:
+        with pytest.raises(SendExpired) as caught:
+            await sdk.send_request(decode(json.dumps(send_body("out_x0", "text 0")), SendRequest))
+        assert (caught.value.status, caught.value.attempts) == (410, 1)
+    await paired.inbound(content="back", messageId="m-back")
+    await wait_for_status(paired, "out_x3", "sent")
+    assert "out_x0" not in [s["requestId"] for s in await paired.sent()]
+
+
 async def test_a_redelivered_message_does_not_flush_twice(paired: Sidecar) -> None:
     """Deferred sends go out once even when the peer's message arrives several times at once."""
     await paired.faults(replyWindowClosed=True)
@@ -425,16 +461,18 @@ async def test_send_resumes_after_the_chunks_already_sent(paired: Sidecar) -> No
 async def test_empty_content_is_422(paired: Sidecar, content: str) -> None:
     """Empty or blank content is a 422 naming ``$.content``; nothing is recorded."""
     response = await paired.send("out_empty", content)
-    assert_problem(response, 422, "validation_failed")
-    assert "$.content" in str(response.json()["detail"])
+    problem = assert_problem(response, 422, "validation_failed")
+    assert "$.content" in str(problem["detail"])
+    assert [e["path"] for e in problem["errors"]] == ["$.content"]
     assert_problem(await paired.client.get("/send/out_empty"), 404, "request_not_found")
 
 
 async def test_kind_that_does_not_match_the_connection_is_422(paired: Sidecar) -> None:
     """A ``kind`` other than the connection's is a 422 naming ``$.kind``."""
     response = await paired.send("out_kind", kind="weixin")
-    assert_problem(response, 422, "validation_failed")
-    assert "$.kind" in str(response.json()["detail"])
+    problem = assert_problem(response, 422, "validation_failed")
+    assert "$.kind" in str(problem["detail"])
+    assert [e["path"] for e in problem["errors"]] == ["$.kind"]
 
 
 async def test_message_type_markdown_and_bad_values(paired: Sidecar) -> None:

@@ -1,4 +1,4 @@
-"""Connectors and pairing sessions (CONTRACT §1, §2) with the sim connector."""
+"""Connectors and pairing sessions (docs/CONTRACT.md §1, §2) with the sim connector."""
 
 from __future__ import annotations
 

@@ -1,15 +1,18 @@
-"""Settings from the environment (CONTRACT §9) and the CLI's refusal to start without them."""
+"""Settings from the environment (docs/CONTRACT.md §9) and the CLI's refusal to start without them."""
 
 from __future__ import annotations
 
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
+import standardwebhooks
 
 from connector_sidecar import ConfigError, Secret, Settings
+from connector_sidecar.signing import Signer
 
 TOKEN = "env-token-0123456789"
 BASE = {"EXTERNAL_CONNECTOR_TOKEN": TOKEN}
@@ -18,7 +21,7 @@ SECRET_B = "whsec_dGVzdC1zZWNyZXQtMg=="
 
 
 def test_defaults() -> None:
-    """With only the token set, every other setting has the CONTRACT §9 default."""
+    """With only the token set, every other setting has the docs/CONTRACT.md §9 default."""
     settings = Settings.from_env(BASE)
     assert settings.token == Secret(TOKEN)
     assert (settings.host, settings.port) == ("127.0.0.1", 8787)
@@ -37,7 +40,7 @@ def test_defaults() -> None:
 
 
 def test_every_variable_is_parsed() -> None:
-    """Every CONTRACT §9 variable reaches its setting."""
+    """Every docs/CONTRACT.md §9 variable reaches its setting."""
     env = {
         **BASE,
         "SIDECAR_HOST": "0.0.0.0",
@@ -45,7 +48,7 @@ def test_every_variable_is_parsed() -> None:
         "SIDECAR_DATA_DIR": "/srv/sidecar",
         "SIDECAR_CONNECTORS": " Sim , weixin,sim ",
         "BRIDGE_URL": "http://host:8000/api/channel-connector-bridge/events",
-        "BRIDGE_TOKEN": "bridge-token",
+        "BRIDGE_TOKEN": "bridge-token-0123456789",
         "BRIDGE_SIGNING_SECRET": f"{SECRET_A}, {SECRET_B}",
         "BRIDGE_CONCURRENCY": "4",
         "BRIDGE_TIMEOUT_SECONDS": "2.5",
@@ -61,7 +64,7 @@ def test_every_variable_is_parsed() -> None:
     assert settings.data_dir == Path("/srv/sidecar")
     assert settings.connectors == ("sim", "weixin")
     assert settings.bridge_url == "http://host:8000/api/channel-connector-bridge/events"
-    assert settings.bridge_token == Secret("bridge-token")
+    assert settings.bridge_token == Secret("bridge-token-0123456789")
     assert settings.bridge_signing_secrets == (Secret(SECRET_A), Secret(SECRET_B))
     assert settings.bridge_concurrency == 4
     assert settings.bridge_timeout_seconds == 2.5
@@ -71,6 +74,23 @@ def test_every_variable_is_parsed() -> None:
     assert settings.lark_base_url == "https://lark.example"
     assert (settings.log_level, settings.log_format) == ("debug", "json")
     assert settings.database_path == Path("/srv/sidecar/sidecar.sqlite3")
+
+
+def test_a_sixteen_character_token_is_enough() -> None:
+    """A token of 16 characters that is no placeholder is accepted, for both tokens."""
+    token = "k3Jq9-Zr_pW2xY7v"
+    settings = Settings.from_env({"EXTERNAL_CONNECTOR_TOKEN": token, "BRIDGE_TOKEN": token})
+    assert settings.token == settings.bridge_token == Secret(token)
+
+
+def test_an_unpadded_signing_secret_is_accepted() -> None:
+    """``whsec_`` + base64 without its ``=`` padding is accepted, and what it signs verifies
+    with the official Standard Webhooks library given the same unpadded secret."""
+    unpadded = "whsec_dGVzdC1zZWNyZXQtMg"
+    settings = Settings.from_env({**BASE, "BRIDGE_SIGNING_SECRET": unpadded})
+    assert settings.bridge_signing_secrets == (Secret(unpadded),)
+    headers = Signer(settings.bridge_signing_secrets).headers("evt_1", int(time.time()), b"{}")
+    assert standardwebhooks.Webhook(unpadded).verify(b"{}", headers) == {}
 
 
 def test_blank_values_mean_unset() -> None:
@@ -85,6 +105,15 @@ BAD = [
     ("EXTERNAL_CONNECTOR_TOKEN", None),
     ("EXTERNAL_CONNECTOR_TOKEN", "   "),
     ("EXTERNAL_CONNECTOR_TOKEN", "short"),
+    ("EXTERNAL_CONNECTOR_TOKEN", "fifteen-chars-x"),
+    ("EXTERNAL_CONNECTOR_TOKEN", "change-me-sidecar-api-token"),
+    ("EXTERNAL_CONNECTOR_TOKEN", "CHANGE_ME_please_0123456789"),
+    ("EXTERNAL_CONNECTOR_TOKEN", "changeme"),
+    ("EXTERNAL_CONNECTOR_TOKEN", "secret"),
+    ("EXTERNAL_CONNECTOR_TOKEN", "Token"),
+    ("EXTERNAL_CONNECTOR_TOKEN", "x" * 40),
+    ("BRIDGE_TOKEN", "change-me-bridge-token"),
+    ("BRIDGE_TOKEN", "short"),
     ("SIDECAR_HOST", "example.com"),
     ("SIDECAR_PORT", "eighty"),
     ("SIDECAR_PORT", "0"),
@@ -207,6 +236,21 @@ def test_serve_with_a_bad_setting_exits_2_with_one_line(
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1, result.stderr
     assert name in lines[0]
+    assert result.stdout == ""
+    assert not (tmp_path / "sidecar.sqlite3").exists()
+
+
+@pytest.mark.parametrize("command", ["serve", "check-config"])
+@pytest.mark.parametrize("token", ["change-me-sidecar-api-token", "too-short-token"])
+def test_placeholder_or_short_token_is_refused_with_one_line(
+    command: str, token: str, tmp_path: Path
+) -> None:
+    """``serve`` and ``check-config`` refuse a placeholder or short token: one line, exit 2."""
+    result = _cli({"EXTERNAL_CONNECTOR_TOKEN": token, "SIDECAR_DATA_DIR": str(tmp_path)}, command)
+    assert result.returncode == 2
+    [line] = result.stderr.strip().splitlines()
+    assert line.startswith("connector-sidecar: configuration error: EXTERNAL_CONNECTOR_TOKEN: ")
+    assert token not in line
     assert result.stdout == ""
     assert not (tmp_path / "sidecar.sqlite3").exists()
 

@@ -1,4 +1,4 @@
-"""The bridge delivery worker against a respx host: the answer table of CONTRACT §5, lanes,
+"""The bridge delivery worker against a respx host: the answer table of docs/CONTRACT.md §5, lanes,
 retries, the 401/403 pause, the age limit, crash safety and retention.
 
 The worker runs on a fake clock whose ``sleep`` only moves the clock, so backoffs of minutes take
@@ -508,7 +508,7 @@ def test_parse_retry_after() -> None:
     ],
 )
 def test_judge_follows_the_contract_table(status: int, body: bytes, action: str) -> None:
-    """Each host answer maps to the action of CONTRACT §5's table."""
+    """Each host answer maps to the action of docs/CONTRACT.md §5's table."""
     verdict = judge(status, httpx.Headers(), body, now=0.0)
     assert verdict.action == action
     assert verdict.status_code == status

@@ -1,4 +1,4 @@
-"""The operator side of delivery through the real app: replay routes (CONTRACT §6), counts on
+"""The operator side of delivery through the real app: replay routes (docs/CONTRACT.md §6), counts on
 ConnectionView, and ``/readyz`` while the bridge is paused (§7). The host is a respx mock."""
 
 from __future__ import annotations
@@ -80,6 +80,7 @@ async def test_replay_one_dead_event(make_sidecar: SidecarFactory, host: Recorde
         [dead] = await wait_for_status(sidecar, "dead", 1)
         assert dead["eventId"] == event_id
         assert dead["attempts"] == 1
+        assert dead["event"]["deliveryAttempt"] == 1  # the last attempt's number, as POSTed
         assert dead["lastStatusCode"] == 404
         assert dead["lastError"] == "HTTP 404: unknown channel"
         view = (await sidecar.client.get("/connections/conn_1")).json()
@@ -92,10 +93,12 @@ async def test_replay_one_dead_event(make_sidecar: SidecarFactory, host: Recorde
         assert replayed["eventId"] == event_id
         assert replayed["status"] == "pending"
         assert replayed["attempts"] == 0
+        assert replayed["event"]["deliveryAttempt"] == 0  # no attempt since the replay yet
         assert replayed["lastError"] is None
 
         [delivered] = await wait_for_status(sidecar, "delivered", 1)
         assert delivered["attempts"] == 1
+        assert delivered["event"]["deliveryAttempt"] == 1
         assert [(e["eventId"], e["deliveryAttempt"]) for e in host.events] == [
             (event_id, 1),
             (event_id, 1),

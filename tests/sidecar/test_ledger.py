@@ -1,4 +1,4 @@
-"""The send ledger under concurrency, partial failure and restart (CONTRACT §4)."""
+"""The send ledger under concurrency, partial failure and restart (docs/CONTRACT.md §4)."""
 
 from __future__ import annotations
 

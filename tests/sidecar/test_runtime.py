@@ -1,5 +1,5 @@
 """The runtime under races: a re-pair against the old inbound loop, a pairing cancelled while it
-connects, a login confirmed after the host cancelled (ARCHITECTURE "The guarantees")."""
+connects, a login confirmed after the host cancelled (docs/ARCHITECTURE.md "The guarantees")."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Standard Webhooks signatures (CONTRACT §5), checked with the reference ``standardwebhooks``
+"""Standard Webhooks signatures (docs/CONTRACT.md §5), checked with the reference ``standardwebhooks``
 package: its published test vector, a key rotation, and the headers on real bridge POSTs."""
 
 from __future__ import annotations

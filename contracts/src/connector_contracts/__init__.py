@@ -1,4 +1,4 @@
-"""Wire types of the connector contract (CONTRACT.md), shared by the sidecar and the SDK."""
+"""Wire types of the connector contract (docs/CONTRACT.md), shared by the sidecar and the SDK."""
 
 from connector_contracts._base import Wire, format_timestamp, parse_timestamp, utc_now
 from connector_contracts._version import __version__
@@ -27,6 +27,7 @@ from connector_contracts.models import (
     Problem,
     ProblemError,
     Readiness,
+    ReadinessProblem,
     ReplayRequest,
     ReplayResult,
     SendRequest,
@@ -73,6 +74,7 @@ __all__ = [
     "Problem",
     "ProblemError",
     "Readiness",
+    "ReadinessProblem",
     "ReplayRequest",
     "ReplayResult",
     "SendRequest",

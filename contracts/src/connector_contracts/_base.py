@@ -12,7 +12,7 @@ __all__ = ["Wire", "format_timestamp", "parse_timestamp", "utc_now"]
 class Wire(msgspec.Struct, kw_only=True, frozen=True, rename="camel", omit_defaults=False):
     """Base of every wire type.
 
-    - ``rename="camel"``: Python code uses snake_case, the wire uses camelCase (CONTRACT §0).
+    - ``rename="camel"``: Python code uses snake_case, the wire uses camelCase (docs/CONTRACT.md §0).
     - ``kw_only``: fields with defaults can be added at the end of any type without breaking
       positional construction, which is how new optional fields arrive.
     - ``frozen``: a decoded message is a value; code that wants another one builds it.
@@ -25,7 +25,7 @@ def utc_now() -> datetime:
 
 
 def format_timestamp(value: datetime | float) -> str:
-    """ISO-8601 UTC with a ``Z`` suffix and millisecond precision at most (CONTRACT §0)."""
+    """ISO-8601 UTC with a ``Z`` suffix and millisecond precision at most (docs/CONTRACT.md §0)."""
     if not isinstance(value, datetime):
         value = datetime.fromtimestamp(value, UTC)
     value = value.astimezone(UTC)

@@ -1,6 +1,6 @@
-"""Every type of the connector contract (CONTRACT.md), as msgspec Structs.
+"""Every type of the connector contract (docs/CONTRACT.md), as msgspec Structs.
 
-Section numbers refer to CONTRACT.md. Fields marked (core) there are spoken by hosts that predate
+Section numbers refer to docs/CONTRACT.md. Fields marked (core) there are spoken by hosts that predate
 this project: their names and meanings are fixed. Status-like fields in *views* are plain strings
 with the known values documented, so an older SDK keeps decoding a newer sidecar's answers;
 fields in *requests* are Literals, so a bad value is a 422 naming the field.
@@ -37,6 +37,7 @@ __all__ = [
     "Problem",
     "ProblemError",
     "Readiness",
+    "ReadinessProblem",
     "ReplayRequest",
     "ReplayResult",
     "SendRequest",
@@ -60,6 +61,9 @@ __all__ = [
 
 NonEmpty = Annotated[str, msgspec.Meta(min_length=1, max_length=512)]
 Content = Annotated[str, msgspec.Meta(max_length=200_000)]
+# What POST /send takes: at least one character that is not white space. The sidecar checks it
+# itself (a 422 naming ``$.content``); the pattern only documents it in the OpenAPI schema.
+SendContent = Annotated[str, msgspec.Meta(max_length=200_000, extra_json_schema={"pattern": "\\S"})]
 
 PeerType = Literal["dm", "group", "unknown"]
 MessageType = Literal["text", "markdown"]
@@ -80,7 +84,7 @@ ConnectionStatus = Literal[
     "pairing", "connected", "reconnecting", "auth_expired", "logged_out", "error"
 ]
 SendStatus = Literal["sent", "deferred", "failed", "expired", "pending"]
-"""CONTRACT §4's statuses, and ``pending`` (an addition): in progress, or interrupted."""
+"""docs/CONTRACT.md §4's statuses, and ``pending`` (an addition): in progress, or interrupted."""
 DeliveryStatus = Literal["pending", "delivered", "dead"]
 
 
@@ -217,7 +221,7 @@ class SendRequest(Wire):
     request_id: NonEmpty
     connection_id: NonEmpty
     target: SendTarget
-    content: Content
+    content: SendContent
     channel_id: str | None = None
     kind: str | None = None
     metadata: dict[str, Any] | None = None
@@ -229,7 +233,7 @@ class SendRequest(Wire):
 
 
 class SendResult(Wire):
-    """The result of a send (CONTRACT §4), from ``POST /send`` or ``GET /send/{requestId}``.
+    """The result of a send (docs/CONTRACT.md §4), from ``POST /send`` or ``GET /send/{requestId}``.
 
     ``status`` is ``sent``, ``deferred`` (waiting for the peer to write again; ``ok`` is true),
     ``failed`` (the vendor refused it), ``expired`` (a deferred send dropped), or, an addition to
@@ -353,6 +357,14 @@ class Health(Wire):
 
 class Readiness(Wire):
     ok: bool
+    reasons: list[str] = msgspec.field(default_factory=list)
+
+
+class ReadinessProblem(Problem):
+    """``/readyz``'s 503: a problem document (code ``not_ready``) whose extension members
+    ``ok`` (false) and ``reasons`` say what a 200's Readiness would, for readers of either."""
+
+    ok: bool = False
     reasons: list[str] = msgspec.field(default_factory=list)
 
 

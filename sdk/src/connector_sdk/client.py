@@ -1,4 +1,4 @@
-"""``SidecarClient``: the sidecar's HTTP API (CONTRACT §1–§4, §6) as async methods.
+"""``SidecarClient``: the sidecar's HTTP API (docs/CONTRACT.md §1–§4, §6) as async methods.
 
 Every method returns contract types and raises a :mod:`connector_sdk.errors` type for every
 failure. Calls the contract makes idempotent are retried under one :class:`RetryPolicy`;

@@ -1,4 +1,4 @@
-"""The host's bridge endpoint: verify → decode → dedupe → your handler (CONTRACT §5).
+"""The host's bridge endpoint: verify → decode → dedupe → your handler (docs/CONTRACT.md §5).
 
 :class:`BridgeEndpoint` is a plain ASGI app, so it mounts in Starlette, FastAPI or any ASGI
 server without the SDK importing either; :func:`handle_bridge_request` is the same logic for

@@ -22,6 +22,8 @@
     │       │   ├── ConnectionNotReady      a person must re-pair; never retried
     │       │   ├── RequestInProgress       the same requestId is in flight; retried
     │       │   └── SessionNotAwaitingCode
+    │       ├── Gone                    410
+    │       │   └── SendExpired             a deferred send expired: it was never sent
     │       ├── RateLimited             429; retried
     │       ├── ProviderRejected        502: the vendor refused the send for good
     │       └── ServerError             5xx; retried
@@ -59,6 +61,7 @@ __all__ = [
     "DedupeError",
     "DedupeImportError",
     "DeliveryNotFound",
+    "Gone",
     "InvalidBridgeEvent",
     "InvalidBridgeSignature",
     "InvalidBridgeToken",
@@ -71,6 +74,7 @@ __all__ = [
     "RequestIdConflict",
     "RequestInProgress",
     "RequestNotFound",
+    "SendExpired",
     "ServerError",
     "SessionNotAwaitingCode",
     "SessionNotFound",
@@ -257,6 +261,20 @@ class SessionNotAwaitingCode(Conflict):
     """409: the pairing session is not waiting for a verification code."""
 
 
+class Gone(SidecarHTTPError):
+    """410: what the request is about existed and is over for good; repeating it cannot help."""
+
+    statuses = frozenset({410})
+
+
+class SendExpired(Gone):
+    """410: a repeat of a send that was deferred (WeChat's reply window) and expired unsent.
+
+    ``get_send`` still reports its status as ``expired``; send a new message (a new requestId)
+    when the peer writes again.
+    """
+
+
 class RateLimited(SidecarHTTPError):
     """429: too many requests; ``retry_after`` says when to come back."""
 
@@ -307,6 +325,7 @@ _BY_CODE: dict[str, type[SidecarHTTPError]] = {
     "rate_limited": RateLimited,
     "provider_rejected": ProviderRejected,
     "provider_unavailable": ProviderUnavailable,
+    "send_expired": SendExpired,
 }
 
 _BY_STATUS: dict[int, type[SidecarHTTPError]] = {
@@ -315,6 +334,7 @@ _BY_STATUS: dict[int, type[SidecarHTTPError]] = {
     403: Unauthorized,
     404: NotFound,
     409: Conflict,
+    410: Gone,
     413: ValidationFailed,
     422: ValidationFailed,
     429: RateLimited,
@@ -326,6 +346,7 @@ _DEFAULT_CODES: dict[int, str] = {
     403: "forbidden",
     404: "not_found",
     409: "conflict",
+    410: "gone",
     413: "body_too_large",
     422: "validation_failed",
     429: "rate_limited",

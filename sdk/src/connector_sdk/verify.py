@@ -1,4 +1,4 @@
-"""Checking that a bridge request comes from our sidecar (CONTRACT §5).
+"""Checking that a bridge request comes from our sidecar (docs/CONTRACT.md §5).
 
 Two proofs, both optional but at least one required: the bearer token (``BRIDGE_TOKEN``),
 compared in constant time, and Standard Webhooks signatures (``BRIDGE_SIGNING_SECRET``):

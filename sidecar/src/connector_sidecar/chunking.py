@@ -1,4 +1,4 @@
-"""Split long content into chunks within a vendor's limit (CONTRACT §4).
+"""Split long content into chunks within a vendor's limit (docs/CONTRACT.md §4).
 
 Rules, in order of preference: break after a blank line (paragraph), else after a line, else
 after whitespace, else hard at the limit. A line that fits in a chunk of its own is never cut,
@@ -85,7 +85,7 @@ def _best_break(points: dict[int, int], start: int, hard_end: int, text_end: int
 
     A paragraph or line boundary in the second half of the window, so chunks stay large. Else
     the last such boundary in the first half, when the line after it fits in the next chunk:
-    cutting that line would go against CONTRACT §4 for no gain. Else a space (second half
+    cutting that line would go against docs/CONTRACT.md §4 for no gain. Else a space (second half
     first), then that early boundary anyway, then a line inside an oversized code fence, else
     the hard limit.
     """

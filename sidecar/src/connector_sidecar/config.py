@@ -1,13 +1,17 @@
-"""Settings from the environment (CONTRACT §9), checked once at start.
+"""Settings from the environment (docs/CONTRACT.md §9), checked once at start.
 
 A missing or malformed setting raises :class:`ConfigError` naming the variable; the CLI prints
 that one line and exits with status 2.
+
+Tokens (``EXTERNAL_CONNECTOR_TOKEN``, and ``BRIDGE_TOKEN`` when set) must be at least
+:data:`MIN_TOKEN_LENGTH` characters and not a known placeholder (the ``change-me…`` values of
+``.env.example``, "changeme", "secret", …): a deployment copied from the example must not run
+with a token anyone can read there. Signing secrets are ``whsec_`` + base64, padded or not, as
+the Standard Webhooks libraries write them.
 """
 
 from __future__ import annotations
 
-import base64
-import binascii
 import dataclasses
 import ipaddress
 import os
@@ -17,6 +21,7 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 from connector_sidecar._secret import Secret
+from connector_sidecar.signing import decode_secret
 
 __all__ = ["KNOWN_CONNECTORS", "ConfigError", "Settings"]
 
@@ -28,6 +33,13 @@ DEFAULT_WEIXIN_CDN_BASE_URL = "https://novac2c.cdn.weixin.qq.com/c2c"
 DEFAULT_MEDIA_MAX_BYTES = 25 * 1024 * 1024
 DEFAULT_MEDIA_CACHE_BYTES = 1024 * 1024 * 1024
 LOG_LEVELS = ("debug", "info", "warning", "error")
+MIN_TOKEN_LENGTH = 16
+# Compared without case, spaces, dashes or underscores; a token starting with one of the
+# prefixes is a placeholder too ("change-me-sidecar-api-token" in .env.example).
+_PLACEHOLDERS = frozenset(
+    {"changeme", "secret", "token", "password", "example", "placeholder", "test", "default"}
+)
+_PLACEHOLDER_PREFIXES = ("changeme", "replaceme", "yourtoken", "insert", "placeholder", "example")
 
 
 class ConfigError(Exception):
@@ -78,7 +90,7 @@ class Settings:
         r = _Reader(env)
         return cls(
             token=r.token("EXTERNAL_CONNECTOR_TOKEN"),
-            metrics_token=r.optional_secret("METRICS_TOKEN"),
+            metrics_token=r.optional_token("METRICS_TOKEN"),
             host=r.host("SIDECAR_HOST", "127.0.0.1"),
             port=r.integer("SIDECAR_PORT", 8787, low=1, high=65535),
             data_dir=Path(r.text("SIDECAR_DATA_DIR", "./var")),
@@ -87,7 +99,7 @@ class Settings:
             lease_seconds=r.number("SIDECAR_LEASE_SECONDS", 15.0, low=3, high=3600),
             connectors=r.connectors("SIDECAR_CONNECTORS"),
             bridge_url=r.url("BRIDGE_URL"),
-            bridge_token=r.optional_secret("BRIDGE_TOKEN"),
+            bridge_token=r.optional_token("BRIDGE_TOKEN"),
             bridge_signing_secrets=r.signing_secrets("BRIDGE_SIGNING_SECRET"),
             bridge_concurrency=r.integer("BRIDGE_CONCURRENCY", 16, low=1, high=1024),
             bridge_timeout_seconds=r.number("BRIDGE_TIMEOUT_SECONDS", 15.0, low=0.1, high=600),
@@ -144,9 +156,7 @@ class _Reader:
         value = self.raw(name)
         if value is None:
             raise ConfigError(name, "is required (the bearer token hosts must send)")
-        if len(value) < 8:
-            raise ConfigError(name, "must be at least 8 characters")
-        return Secret(value)
+        return Secret(_checked_token(name, value))
 
     def header_value(self, name: str) -> str | None:
         """Optional text sent as an HTTP header value: printable ASCII only."""
@@ -155,9 +165,9 @@ class _Reader:
             raise ConfigError(name, "must be printable ASCII (it is sent as an HTTP header)")
         return value
 
-    def optional_secret(self, name: str) -> Secret | None:
+    def optional_token(self, name: str) -> Secret | None:
         value = self.raw(name)
-        return Secret(value) if value else None
+        return Secret(_checked_token(name, value)) if value else None
 
     def integer(self, name: str, default: int, *, low: int, high: int) -> int:
         value = self.raw(name)
@@ -259,8 +269,25 @@ class _Reader:
             if not item.startswith("whsec_") or len(item) <= len("whsec_"):
                 raise ConfigError(name, "each secret must look like whsec_<base64>")
             try:
-                base64.b64decode(item[len("whsec_") :], validate=True)
-            except (binascii.Error, ValueError):
+                # What the signer takes, unpadded too, as the SDK and the official library do.
+                decode_secret(item)
+            except ValueError:
                 raise ConfigError(name, "the part after whsec_ must be base64") from None
             secrets.append(Secret(item))
         return tuple(secrets)
+
+
+def _checked_token(name: str, value: str) -> str:
+    """``value`` if it can serve as a bearer token; never echoes it in the error."""
+    how = 'make one with: python -c "import secrets; print(secrets.token_urlsafe(32))"'
+    squashed = "".join(c for c in value.lower() if c.isalnum())
+    if squashed in _PLACEHOLDERS or squashed.startswith(_PLACEHOLDER_PREFIXES):
+        raise ConfigError(
+            name,
+            f"is a known placeholder (like the change-me values of .env.example), not a secret; {how}",
+        )
+    if len(value) < MIN_TOKEN_LENGTH:
+        raise ConfigError(name, f"must be at least {MIN_TOKEN_LENGTH} characters; {how}")
+    if len(set(value)) < 4:
+        raise ConfigError(name, f"is too simple (fewer than 4 different characters); {how}")
+    return value

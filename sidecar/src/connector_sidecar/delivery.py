@@ -1,5 +1,5 @@
 """The bridge delivery worker: every outbox event reaches the host at least once, in order per
-conversation, or lands in the dead-letter list (CONTRACT §5, ARCHITECTURE "The guarantees").
+conversation, or lands in the dead-letter list (docs/CONTRACT.md §5, docs/ARCHITECTURE.md "The guarantees").
 
 Lanes
     A lane is one conversation, (connectionId, peerId, threadId). Only the *head* of a lane (its
@@ -106,7 +106,7 @@ Action = Literal["delivered", "retry", "conflict", "paused", "dead"]
 
 @dataclasses.dataclass(frozen=True, slots=True)
 class Verdict:
-    """What one attempt's outcome means for the event (the table of CONTRACT §5)."""
+    """What one attempt's outcome means for the event (the table of docs/CONTRACT.md §5)."""
 
     action: Action
     status_code: int | None = None
@@ -172,7 +172,7 @@ def _host_retry_after(headers: httpx.Headers, answer: dict[str, Any], now: float
 
 
 def judge(status: int, headers: httpx.Headers, body: bytes, *, now: float) -> Verdict:
-    """Map one HTTP answer of the host to what happens to the event (CONTRACT §5)."""
+    """Map one HTTP answer of the host to what happens to the event (docs/CONTRACT.md §5)."""
     if 200 <= status < 300:
         answer = _answer(body)
         if answer.get("accepted") is False:

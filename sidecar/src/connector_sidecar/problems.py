@@ -1,4 +1,4 @@
-"""RFC 9457 problem documents: the one way the API reports an error (CONTRACT §0)."""
+"""RFC 9457 problem documents: the one way the API reports an error (docs/CONTRACT.md §0)."""
 
 from __future__ import annotations
 

@@ -33,7 +33,7 @@ from tenacity import (
 )
 from tenacity.wait import wait_base, wait_exponential, wait_random
 
-from connector_contracts import SendRequest, SendResult
+from connector_contracts import ProblemError, SendRequest, SendResult
 from connector_sidecar._clock import Sleep, now_ms
 from connector_sidecar.chunking import split_text
 from connector_sidecar.drivers.attachments import OutboundAttachment
@@ -120,8 +120,11 @@ _ANSWERS: dict[str, tuple[int, bool]] = {
     "sent": (200, True),
     "deferred": (202, True),
     "failed": (502, False),
-    "expired": (200, False),
-    "pending": (202, False),  # in progress or interrupted: an addition to CONTRACT §4's statuses
+    "expired": (410, False),  # POST answers a 410 send_expired problem instead (GET: 200)
+    "pending": (
+        202,
+        False,
+    ),  # in progress or interrupted: an addition to docs/CONTRACT.md §4's statuses
 }
 
 
@@ -129,7 +132,7 @@ def _stored_result(entry: LedgerEntry, *, duplicate: bool) -> SendOutcome:
     """The answer a ledger entry stands for (a final one, or the current state for GET).
 
     ``providerMessageId`` names the message only once all of it reached the vendor (``sent``);
-    until then it is null, as CONTRACT §4 shows for a deferred send, and ``providerMessageIds``
+    until then it is null, as docs/CONTRACT.md §4 shows for a deferred send, and ``providerMessageIds``
     lists the chunks that did go out.
     """
     status = entry.status if entry.status in _ANSWERS else "pending"
@@ -159,6 +162,17 @@ async def _split_for(driver: Driver, request: SendRequest) -> list[str]:
     if len(request.content) <= LONG_CONTENT:
         return chunks_for(driver, request)
     return await asyncio.to_thread(chunks_for, driver, request)
+
+
+def _field_problem(path: str, message: str, request_id: str) -> ApiProblem:
+    """A 422 naming the field in ``errors``, as every other validation failure does."""
+    return ApiProblem(
+        422,
+        "validation_failed",
+        f"{path}: {message}",
+        errors=[ProblemError(path=path, message=message)],
+        request_id=request_id,
+    )
 
 
 def _rejected_problem(entry: LedgerEntry) -> ApiProblem:
@@ -192,12 +206,7 @@ class Sender:
     async def send(self, request: SendRequest) -> SendOutcome:
         """Run a send, or join the one already running for this requestId."""
         if not request.content.strip() and not request.attachments:
-            raise ApiProblem(
-                422,
-                "validation_failed",
-                "$.content: must not be empty",
-                request_id=request.request_id,
-            )
+            raise _field_problem("$.content", "must not be empty", request.request_id)
         digests: list[str] = []
         if request.attachments:
             digests = await asyncio.to_thread(attachment_digests, request)
@@ -287,11 +296,10 @@ class Sender:
                 request_id=request.request_id,
             )
         if request.kind and request.kind != connection.kind:
-            raise ApiProblem(
-                422,
-                "validation_failed",
-                f"$.kind: the connection is {connection.kind!r}, not {request.kind!r}",
-                request_id=request.request_id,
+            raise _field_problem(
+                "$.kind",
+                f"the connection is {connection.kind!r}, not {request.kind!r}",
+                request.request_id,
             )
         _require_ready(connection, request.request_id)
         driver = self.runtime.drivers.get(connection.kind)
@@ -304,12 +312,7 @@ class Sender:
             )
         chunks = await _split_for(driver, request) if request.content.strip() else []
         if not chunks and not request.attachments:
-            raise ApiProblem(
-                422,
-                "validation_failed",
-                "$.content: nothing to send",
-                request_id=request.request_id,
-            )
+            raise _field_problem("$.content", "nothing to send", request.request_id)
         # Every attachment is resolved and checked before the first vendor call.
         prepared = [] if entry is not None else await self.files.prepare(request, driver)
         started, owned = await self.store.db.transaction(
@@ -385,6 +388,14 @@ class Sender:
     def _final(self, entry: LedgerEntry, *, duplicate: bool) -> SendOutcome:
         if entry.status == "failed":
             raise _rejected_problem(entry)
+        if entry.status == "expired":
+            # Hosts read only the status code of a repeat: a 200 would pass for a delivery.
+            raise ApiProblem(
+                410,
+                "send_expired",
+                entry.error_detail or "the deferred send expired before the peer wrote again",
+                request_id=entry.request_id,
+            )
         return _stored_result(entry, duplicate=duplicate)
 
     async def _deliver(

@@ -1,4 +1,4 @@
-"""Standard Webhooks signatures on bridge POSTs (CONTRACT §5, https://www.standardwebhooks.com).
+"""Standard Webhooks signatures on bridge POSTs (docs/CONTRACT.md §5, https://www.standardwebhooks.com).
 
 Each attempt carries ``webhook-id`` (the eventId, the same on every attempt), a fresh
 ``webhook-timestamp`` (Unix seconds of this attempt) and ``webhook-signature``: ``v1,`` and the

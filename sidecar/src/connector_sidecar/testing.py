@@ -124,7 +124,7 @@ class SidecarProcess(ManagedProcess):
         self,
         data_dir: Path,
         *,
-        token: str = "test-token-123",  # noqa: S107 - a test default, not a secret
+        token: str = "test-token-0123456789",  # noqa: S107 - a test default, not a secret
         port: int | None = None,
         env: Mapping[str, str] | None = None,
     ) -> None:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import msgspec
+
 from connector_contracts import ConnectionView, ConnectorSessionView, DeliveryView
 from connector_sidecar._clock import iso_ms
 from connector_sidecar.store import ConnectionRecord, OutboxRow, SessionRecord
@@ -58,5 +60,7 @@ def delivery_view(row: OutboxRow) -> DeliveryView:
         delivered_at=iso_ms(row.delivered_at),
         last_status_code=row.last_status_code,
         last_error=row.last_error,
-        event=row.event,
+        # The stored event says 0; the listing shows the number of the last attempt POSTed,
+        # as the host saw it in ``deliveryAttempt`` (0 while none has been made).
+        event=msgspec.structs.replace(row.event, delivery_attempt=row.attempts),
     )

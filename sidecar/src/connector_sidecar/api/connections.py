@@ -1,4 +1,4 @@
-"""Connections (CONTRACT §3)."""
+"""Connections (docs/CONTRACT.md §3)."""
 
 from __future__ import annotations
 
@@ -52,13 +52,18 @@ async def get_connection(request: Request) -> Response:
 
 
 async def logout(request: Request) -> Response:
-    """Stop the connection, tell the vendor, forget the login. Accepted events are still delivered."""
+    """Stop the connection, tell the vendor, forget the login. Accepted events are still delivered.
+
+    Idempotent (docs/CONTRACT.md §3, §10.3): an unknown id is already logged out, so it is
+    ``{"ok": true}`` too; hosts call logout to revoke and take any error as a failure to revoke.
+    """
     svc = services(request)
     await read_json(request, LogoutRequest, empty_ok=True)
     connection_id = request.path_params["connection_id"]
     connection = await svc.store.db.run(svc.store.connections.get, connection_id)
     if connection is None:
-        raise ApiProblem(404, "connection_not_found", f"no connection {connection_id!r}")
+        log.info("logout of unknown connection %s: nothing to do", connection_id)
+        return json_response(LogoutResult(ok=True))
     # The pairing first: a login it confirmed now would start the inbound loop again.
     active = await svc.store.db.run(svc.store.sessions.active_for, connection_id)
     if active is not None:

@@ -1,4 +1,4 @@
-"""``GET /connectors`` (CONTRACT §1)."""
+"""``GET /connectors`` (docs/CONTRACT.md §1)."""
 
 from __future__ import annotations
 

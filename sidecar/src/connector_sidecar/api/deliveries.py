@@ -1,4 +1,4 @@
-"""The operator API over the outbox (CONTRACT §6): list deliveries, replay dead or delivered ones.
+"""The operator API over the outbox (docs/CONTRACT.md §6): list deliveries, replay dead or delivered ones.
 
 A replayed event keeps its place (its ``seq``) in its conversation: it becomes that lane's head
 again, so it goes before any later event of the same conversation that is still pending.
@@ -33,7 +33,8 @@ def _query_problem(name: str, message: str) -> ApiProblem:
 async def list_deliveries(request: Request) -> Response:
     svc = services(request)
     query = request.query_params
-    status = query.get("status") or None
+    # A parameter given blank is a bad value, as the OpenAPI document says, not an absent one.
+    status = query.get("status")
     if status is not None and status not in STATUSES:
         raise _query_problem("status", f"must be one of {', '.join(STATUSES)}")
     try:
@@ -43,7 +44,7 @@ async def list_deliveries(request: Request) -> Response:
     if not 1 <= limit <= MAX_LIMIT:
         raise _query_problem("limit", f"must be between 1 and {MAX_LIMIT}")
     before: int | None = None
-    if cursor := query.get("cursor"):
+    if (cursor := query.get("cursor")) is not None:
         # ASCII digits only (str.isdigit() also takes "²", which int() refuses), and few enough
         # for a SQLite integer: a cursor is "s" and the seq of the last row of a page.
         if not _CURSOR.fullmatch(cursor):

@@ -1,4 +1,4 @@
-"""``POST /send`` and ``GET /send/{requestId}`` (CONTRACT §4); the logic lives in ``sending``."""
+"""``POST /send`` and ``GET /send/{requestId}`` (docs/CONTRACT.md §4); the logic lives in ``sending``."""
 
 from __future__ import annotations
 

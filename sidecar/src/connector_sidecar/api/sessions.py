@@ -1,4 +1,4 @@
-"""Pairing sessions (CONTRACT §2)."""
+"""Pairing sessions (docs/CONTRACT.md §2)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""The feishu connector (see ../shared/protocols)."""
+"""The feishu connector (see docs/protocols/feishu.md)."""
 
 from connector_sidecar.drivers.feishu.driver import FeishuDriver
 

@@ -1,6 +1,6 @@
 """The Feishu OpenAPI calls the connector makes, the tenant token cache, and error classes.
 
-protocols/feishu.md §2-§4, §7.1. Errors, by what the caller should do::
+docs/protocols/feishu.md §2-§4, §7.1. Errors, by what the caller should do::
 
     FeishuError
     ├── FeishuUnavailable     network, HTTP 5xx, rate limits (RATE_LIMIT_CODES, HTTP 429),

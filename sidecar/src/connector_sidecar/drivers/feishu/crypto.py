@@ -1,6 +1,6 @@
 """Webhook ("send events to developer server") crypto: AES-256-CBC decryption and the signature.
 
-protocols/feishu.md §6.2-6.4, from the docs and both SDKs [doc][sdk]. Decryption: key = SHA-256(Encrypt Key); the base64 body is
+docs/protocols/feishu.md §6.2-6.4, from the docs and both SDKs [doc][sdk]. Decryption: key = SHA-256(Encrypt Key); the base64 body is
 ``IV (16 bytes) || ciphertext``; PKCS#7 padding checked in full by ``cryptography``'s unpadder.
 A caller must not tell a padding failure apart from any other failure of an unauthenticated
 request (``webhook.py`` answers them all alike): that difference is a padding oracle. Signature: lowercase hex of

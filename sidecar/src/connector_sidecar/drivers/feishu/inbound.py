@@ -1,4 +1,4 @@
-"""Schema-2.0 ``im.message.receive_v1`` events → :class:`InboundMessage` (protocols/feishu.md §5).
+"""Schema-2.0 ``im.message.receive_v1`` events → :class:`InboundMessage` (docs/protocols/feishu.md §5).
 
 The same mapping serves both transports (a websocket DATA frame and a webhook body carry the
 same envelope). A message is dropped, with a reason, when it is the bot's own, or a group

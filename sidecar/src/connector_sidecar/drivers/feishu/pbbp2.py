@@ -1,6 +1,6 @@
 """The ``pbbp2`` frame of Feishu's long connection, encoded by hand (protobuf, proto2).
 
-The SDK's schema (``lark_oapi/ws/pb/pbbp2_pb2.py``, see protocols/feishu.md §7.2)::
+The SDK's schema (``lark_oapi/ws/pb/pbbp2_pb2.py``, see docs/protocols/feishu.md §7.2)::
 
     message Header { required string key = 1; required string value = 2; }
     message Frame {

@@ -1,4 +1,4 @@
-"""Scan-to-create: Feishu's app-registration device flow (protocols/feishu.md §8).
+"""Scan-to-create: Feishu's app-registration device flow (docs/protocols/feishu.md §8).
 
 ``POST {accounts}/oauth/v1/app/registration``, form-encoded, in three steps: ``action=init``
 (the answer must list ``client_secret``), ``action=begin`` (device code and the URL to show as

@@ -1,6 +1,6 @@
 """Opening a webhook request: check the signature, decrypt, check the Verification Token.
 
-protocols/feishu.md §6. The rules:
+docs/protocols/feishu.md §6. The rules:
 
 - With an Encrypt Key configured, the ``X-Lark-Signature`` is checked **first**, over the raw
   body, before anything is parsed or decrypted. Every event must carry a valid one. The

@@ -1,4 +1,4 @@
-"""Feishu's long connection, natively on asyncio (protocols/feishu.md §7).
+"""Feishu's long connection, natively on asyncio (docs/protocols/feishu.md §7).
 
 Per connection attempt: ``POST /callback/ws/endpoint`` for a fresh URL (the SDK re-fetches it
 every time; its lifetime is [unconfirmed]), connect, ping at once and then every ``PingInterval`` (the server adjusts it in

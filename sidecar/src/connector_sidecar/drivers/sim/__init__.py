@@ -1,4 +1,4 @@
-"""The built-in simulated platform (CONTRACT §8): the whole path with no vendor account."""
+"""The built-in simulated platform (docs/CONTRACT.md §8): the whole path with no vendor account."""
 
 from connector_sidecar.drivers.sim.driver import SimDriver
 

@@ -1,4 +1,4 @@
-"""The weixin connector (see ../shared/protocols)."""
+"""The weixin connector (see docs/protocols/weixin-ilink.md)."""
 
 from connector_sidecar.drivers.weixin.driver import WeixinDriver
 

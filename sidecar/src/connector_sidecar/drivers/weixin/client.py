@@ -1,7 +1,7 @@
 """The iLink HTTP client: headers, ``base_info``, timeouts, and what an answer means.
 
 Wire facts are from the reference client ``@tencent-weixin/openclaw-weixin@2.4.9`` as written
-up in ``shared/protocols/weixin-ilink.md``; statements the notes tag [3rd-party] or
+up in ``docs/protocols/weixin-ilink.md``; statements the notes tag [3rd-party] or
 [unconfirmed] are tagged the same way here.
 
 Errors::

@@ -14,7 +14,7 @@ The loop, for one connection:
    the next success.
 
 The reference pauses 60 min on -14 and then polls again with the same token; we stop instead,
-because CONTRACT §3 wants a dead login to show and be re-paired, and in practice -14 means
+because docs/CONTRACT.md §3 wants a dead login to show and be re-paired, and in practice -14 means
 the token is dead [3rd-party].
 """
 
