@@ -1,4 +1,4 @@
-"""The media settings (CONTRACT §10.1): defaults, values, and one line naming a bad one."""
+"""The media settings (docs/CONTRACT.md §10.1): defaults, values, and one line naming a bad one."""
 
 from __future__ import annotations
 

@@ -202,7 +202,7 @@ AttachmentKind = Literal["image", "file", "video", "voice"]
 
 
 class Attachment(Wire):
-    """One file to send (CONTRACT §10.1): exactly one source of ``data`` (base64), ``url``
+    """One file to send (docs/CONTRACT.md §10.1): exactly one source of ``data`` (base64), ``url``
     (http/https, fetched by the sidecar) or ``mediaId`` (an inbound item, ``med_…``).
 
     The sidecar checks the one-source rule (a 422 naming ``$.attachments[i]``) so that the
@@ -280,7 +280,7 @@ class BridgeEvent(Wire):
 
 
 class MediaDescriptor(Wire):
-    """One inbound media item in a bridge event's ``metadata.media`` (CONTRACT §10.1).
+    """One inbound media item in a bridge event's ``metadata.media`` (docs/CONTRACT.md §10.1).
 
     ``url`` is the sidecar path that serves the bytes (``GET /media/{mediaId}``, bearer token);
     null for an item the vendor gave no way to fetch. Vendors add their own fields beside these.

@@ -1,4 +1,4 @@
-"""Attachments to send, and media ids to fetch (CONTRACT §10.1).
+"""Attachments to send, and media ids to fetch (docs/CONTRACT.md §10.1).
 
 :class:`Attachment` is the contract's type with two constructors: ``from_path`` (reads a file,
 guesses the MIME type from its name) and ``from_bytes``; the kind, when not given, follows the

@@ -288,7 +288,7 @@ class Runtime:
         *,
         state: dict[str, str] | None,
     ) -> list[EnqueueResult]:
-        # Media descriptors get their mediaId before the event is stored (CONTRACT §10.1).
+        # Media descriptors get their mediaId before the event is stored (docs/CONTRACT.md §10.1).
         messages = [with_media_ids(connection_id, m) for m in messages]
 
         def work(conn: Any) -> tuple[ConnectionRecord, list[EnqueueResult]]:

@@ -1,4 +1,4 @@
-"""``GET /media/{mediaId}`` (CONTRACT §10.1): an inbound media item's bytes, from the media cache.
+"""``GET /media/{mediaId}`` (docs/CONTRACT.md §10.1): an inbound media item's bytes, from the media cache.
 
 Errors: 404 ``media_not_found``; 413 ``media_too_large`` (over ``MEDIA_MAX_BYTES``); 502
 ``provider_rejected`` (the vendor refuses); 503 ``provider_unavailable`` with ``Retry-After``.

@@ -1,4 +1,4 @@
-"""``POST /typing`` (CONTRACT §10.1): show or stop the typing indicator in one conversation.
+"""``POST /typing`` (docs/CONTRACT.md §10.1): show or stop the typing indicator in one conversation.
 
 200 ``{"ok": true}`` once the vendor was asked (vendors do not confirm it, and a failure there is
 only logged); 200 ``{"ok": false, "reason": "unsupported"}`` for a connector without ``typing``

@@ -173,7 +173,7 @@ CREATE TABLE replicas (
 CREATE INDEX connections_by_lease ON connections (lease_owner)
 """
 
-# Media (CONTRACT §10.1). ``media`` names every inbound media item by its ``mediaId``, with the
+# Media (docs/CONTRACT.md §10.1). ``media`` names every inbound media item by its ``mediaId``, with the
 # driver's reference to fetch it (which may hold a vendor key: never logged) and, once fetched,
 # the size and hash of the cached copy. The bytes are files under the data directory, not rows:
 # ``cached_bytes`` is null while there is no file. ``send_ledger.parts`` records, per attachment

@@ -1,7 +1,7 @@
 """Feishu media: ``im/v1/images`` and ``im/v1/files`` uploads, and message resource downloads.
 
 From lark-oapi 1.7.5 (``api/im/v1/model/create_{image,file}_request*.py``,
-``get_message_resource_request.py``, ``resource/message_resource.py``) and protocols/feishu.md:
+``get_message_resource_request.py``, ``resource/message_resource.py``) and docs/protocols/feishu.md:
 
 - ``POST /open-apis/im/v1/images``, multipart: ``image_type=message`` and ``image`` (the
   file) → ``data.image_key``.

@@ -1,6 +1,6 @@
 """WeChat media: the CDN, AES-128-ECB with PKCS7, ``getuploadurl``, and the media items.
 
-protocols/weixin-ilink.md §4.2 and §7, checked against the reference client 2.4.9
+docs/protocols/weixin-ilink.md §4.2 and §7, checked against the reference client 2.4.9
 (``src/cdn/{aes-ecb,cdn-upload,cdn-url,pic-decrypt,upload}.ts``):
 
 - Download: GET ``media.full_url`` when present, else ``{cdn}/download?encrypted_query_param=…``;

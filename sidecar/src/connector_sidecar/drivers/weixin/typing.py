@@ -1,6 +1,6 @@
 """The WeChat typing indicator: ``getconfig`` tickets cached per user, then ``sendtyping``.
 
-protocols/weixin-ilink.md §6 and the reference's ``src/api/config-cache.ts``: a ticket comes
+docs/protocols/weixin-ilink.md §6 and the reference's ``src/api/config-cache.ts``: a ticket comes
 from ``getconfig`` (with the user's latest ``context_token`` when there is one); a success needs
 ``ret == 0`` exactly and a non-empty ``typing_ticket``. A ticket is refreshed at a random time
 within 24 h; a failure is retried after 2 s, doubling up to 1 h, and meanwhile typing is skipped.
