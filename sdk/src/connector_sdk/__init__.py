@@ -24,6 +24,8 @@ from connector_sdk.endpoint import (
     BridgeEndpoint,
     BridgeHandler,
     BridgeResponse,
+    ConnectionStatusHandler,
+    SendStatusHandler,
     handle_bridge_request,
 )
 from connector_sdk.errors import (
@@ -61,7 +63,7 @@ from connector_sdk.errors import (
     ValidationFailed,
 )
 from connector_sdk.ids import request_id_for
-from connector_sdk.verify import BridgeVerifier, WebhookSecret, sign_webhook
+from connector_sdk.verify import BridgeVerifier, UnknownEvent, WebhookSecret, sign_webhook
 
 __all__ = [
     "DEFAULT_SIDECAR_URL",
@@ -76,6 +78,7 @@ __all__ = [
     "Conflict",
     "ConnectionNotFound",
     "ConnectionNotReady",
+    "ConnectionStatusHandler",
     "ConnectorNotFound",
     "ConnectorSDKError",
     "DedupeDecision",
@@ -99,6 +102,7 @@ __all__ = [
     "RequestNotFound",
     "RetryPolicy",
     "Secret",
+    "SendStatusHandler",
     "ServerError",
     "SessionNotAwaitingCode",
     "SessionNotFound",
@@ -109,6 +113,7 @@ __all__ = [
     "SqliteDedupeStore",
     "Unauthorized",
     "UnknownDedupeKey",
+    "UnknownEvent",
     "ValidationFailed",
     "WebhookSecret",
     "__version__",

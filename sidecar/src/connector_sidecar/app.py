@@ -22,6 +22,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from connector_sidecar._clock import Clock, Sleep, system_clock
 from connector_sidecar._secret import Secret
 from connector_sidecar.api import (
+    bridge,
     connections,
     connectors,
     console,
@@ -120,7 +121,9 @@ def create_app(
     test can run retry backoffs without waiting (a ``sleep`` that moves its ``clock``).
     """
     url = settings.database_url.reveal() if settings.database_url else None
-    store = Store(database_for(url, settings.database_path), clock)
+    store = Store(
+        database_for(url, settings.database_path), clock, event_types=settings.bridge_event_types
+    )
     app_metrics = Metrics()
     runtime = Runtime(settings, store, clock, app_metrics)
     for kind in settings.connectors:
@@ -134,10 +137,10 @@ def create_app(
         shutdown_grace_seconds=SHUTDOWN_GRACE_SECONDS,
         metrics=app_metrics,
     )
-    app_metrics.watch_bridge(lambda: worker.readiness() is not None)
+    app_metrics.watch_bridge(lambda: worker.paused)
     runtime.on_outbox(worker.notify)
     svc = Services(settings=settings, store=store, runtime=runtime, sender=sender, delivery=worker)
-    svc.readiness_checks.append(worker.readiness)
+    svc.bridge_checks.append(worker.readiness)
 
     driver_routes: list[BaseRoute] = [r for d in runtime.drivers.values() for r in d.routes()]
     routes: list[BaseRoute] = [
@@ -147,6 +150,7 @@ def create_app(
         *connections.routes,
         *send.routes,
         *deliveries.routes,
+        *bridge.routes,
         *metrics.routes,
         *console.routes,
         *driver_routes,
@@ -159,6 +163,7 @@ def create_app(
             await runtime.start()
             await worker.start()
             housekeeping = runtime.spawn(_housekeeping(sender), name="housekeeping")
+            svc.phase = "serving"
             log.info(
                 "sidecar ready on %s:%d with %s; data in %s",
                 settings.host,
@@ -167,8 +172,10 @@ def create_app(
                 store.db.describe(),
             )
             yield
+            svc.phase = "stopping"
             housekeeping.cancel()
         finally:
+            svc.phase = "stopping"
             # Sends and bridge POSTs in flight finish (for a grace) before the drivers and the
             # store close; what is cut then stays pending, to resume after the next start.
             await asyncio.gather(sender.drain(SHUTDOWN_GRACE_SECONDS), worker.stop())

@@ -25,6 +25,8 @@ DEFAULT_WEIXIN_BASE_URL = "https://ilinkai.weixin.qq.com"
 DEFAULT_FEISHU_BASE_URL = "https://open.feishu.cn"
 DEFAULT_LARK_BASE_URL = "https://open.larksuite.com"
 LOG_LEVELS = ("debug", "info", "warning", "error")
+# The event types BRIDGE_EVENT_TYPES may enable; ``ping`` is only ever sent by POST /bridge/test.
+EVENT_TYPES = ("message", "connection.status", "send.status")
 
 
 class ConfigError(Exception):
@@ -52,6 +54,8 @@ class Settings:
     bridge_concurrency: int = 16
     bridge_timeout_seconds: float = 15.0
     bridge_max_age_seconds: float = 86400.0
+    bridge_event_types: frozenset[str] = frozenset({"message"})
+    dead_retention_seconds: float = 30 * 86400.0
     weixin_base_url: str = DEFAULT_WEIXIN_BASE_URL
     feishu_base_url: str = DEFAULT_FEISHU_BASE_URL
     lark_base_url: str = DEFAULT_LARK_BASE_URL
@@ -84,6 +88,10 @@ class Settings:
             bridge_timeout_seconds=r.number("BRIDGE_TIMEOUT_SECONDS", 15.0, low=0.1, high=600),
             bridge_max_age_seconds=r.number(
                 "BRIDGE_MAX_AGE_SECONDS", 86400.0, low=1, high=30 * 86400
+            ),
+            bridge_event_types=r.event_types("BRIDGE_EVENT_TYPES"),
+            dead_retention_seconds=r.number(
+                "DEAD_RETENTION_SECONDS", 30 * 86400.0, low=60, high=3650 * 86400
             ),
             weixin_base_url=r.base_url("WEIXIN_BASE_URL", DEFAULT_WEIXIN_BASE_URL),
             feishu_base_url=r.base_url("FEISHU_BASE_URL", DEFAULT_FEISHU_BASE_URL),
@@ -205,6 +213,19 @@ class _Reader:
                 f"unknown connector {', '.join(unknown) or '(none)'}; known: {', '.join(KNOWN_CONNECTORS)}",
             )
         return kinds
+
+    def event_types(self, name: str) -> frozenset[str]:
+        value = self.raw(name)
+        if value is None:
+            return frozenset({"message"})
+        types = {t.strip().lower() for t in value.split(",") if t.strip()}
+        unknown = sorted(types - set(EVENT_TYPES))
+        if unknown or not types:
+            raise ConfigError(
+                name,
+                f"unknown event type {', '.join(unknown) or '(none)'}; known: {', '.join(EVENT_TYPES)}",
+            )
+        return frozenset(types)
 
     def signing_secrets(self, name: str) -> tuple[Secret, ...]:
         value = self.raw(name)

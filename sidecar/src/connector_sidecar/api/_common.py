@@ -34,6 +34,8 @@ class Services:
     sender: Sender
     delivery: DeliveryWorker
     readiness_checks: list[ReadinessCheck] = dataclasses.field(default_factory=list)
+    bridge_checks: list[ReadinessCheck] = dataclasses.field(default_factory=list)
+    phase: str = "starting"  # "starting", "serving", "stopping": set by the app's lifespan
 
 
 def services(request: Request) -> Services:

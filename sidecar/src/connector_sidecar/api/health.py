@@ -1,6 +1,15 @@
-"""Health, readiness and the OpenAPI document (CONTRACT §7); no bearer token needed."""
+"""Health, readiness and the OpenAPI document (CONTRACT §7); no bearer token needed.
+
+``/readyz`` answers 503 only for the sidecar's own trouble: starting, stopping, a store that is
+not open or does not take a write. Bridge trouble (no ``BRIDGE_URL``, delivery paused by an
+operator or by the host's 401/403) is listed in ``bridge`` of a 200: in a pod next to the host,
+a failing probe would take the host out of service too. ``?strict=true`` fails on both.
+"""
 
 from __future__ import annotations
+
+import asyncio
+from typing import Final
 
 from starlette.requests import Request
 from starlette.responses import Response
@@ -12,6 +21,7 @@ from connector_sidecar.api._common import json_response, services
 __all__ = ["PUBLIC_PATHS", "routes"]
 
 PUBLIC_PATHS = frozenset({"/healthz", "/readyz", "/openapi.json"})
+STORE_PROBE_SECONDS: Final = 3.0
 
 
 async def healthz(request: Request) -> Response:
@@ -21,13 +31,35 @@ async def healthz(request: Request) -> Response:
 async def readyz(request: Request) -> Response:
     svc = services(request)
     reasons: list[str] = []
+    if svc.phase != "serving":
+        reasons.append(f"the sidecar is {svc.phase}")
     if not svc.store.db.is_open:
         reasons.append("the store is not open")
-    if not svc.settings.bridge_url:
-        reasons.append("BRIDGE_URL is not set: inbound events are queued, not delivered")
+    elif (trouble := await _store_trouble(request)) is not None:
+        reasons.append(trouble)
     reasons.extend(reason for check in svc.readiness_checks if (reason := check()))
+    bridge: list[str] = []
+    if not svc.settings.bridge_url:
+        bridge.append("BRIDGE_URL is not set: inbound events are queued, not delivered")
+    bridge.extend(reason for check in svc.bridge_checks if (reason := check()))
+    if request.query_params.get("strict", "").lower() in ("true", "1", "yes"):
+        reasons.extend(bridge)
     ready = not reasons
-    return json_response(Readiness(ok=ready, reasons=reasons), 200 if ready else 503)
+    body = Readiness(ok=ready, reasons=reasons, bridge=bridge, delivery_paused=svc.delivery.paused)
+    return json_response(body, 200 if ready else 503)
+
+
+async def _store_trouble(request: Request) -> str | None:
+    """Why the store cannot take a write now, or None when it just did."""
+    svc = services(request)
+    probe = svc.store.db.transaction(svc.store.bridge.touch, svc.settings.replica_id)
+    try:
+        await asyncio.wait_for(probe, STORE_PROBE_SECONDS)
+    except TimeoutError:
+        return f"the store did not take a write within {STORE_PROBE_SECONDS:g} s"
+    except Exception as exc:
+        return f"the store does not take writes: {type(exc).__name__}"
+    return None
 
 
 async def openapi(request: Request) -> Response:
