@@ -110,7 +110,7 @@ async def test_a_failed_pairing_does_not_stay_pairing(
     make_sidecar: SidecarFactory, host: Recorder
 ) -> None:
     """A pairing that expires moves its never-connected connection to ``error``, with the
-    reason, and the host hears of it."""
+    reason, and the host hears of it; the next pairing starts from ``pairing`` again."""
     clock = FakeClock()
     async with bridged(
         make_sidecar, clock=clock, sleep=clock.sleep, bridge_event_types=ALL_TYPES
@@ -126,9 +126,12 @@ async def test_a_failed_pairing_does_not_stay_pairing(
         )
         view = (await sidecar.client.get("/connections/conn_2")).json()
         [event] = await wait_events(host, "connection.status", 1)
+        await sidecar.pair("conn_2", "c")  # pairing it again, successfully this time
+        again = await wait_events(host, "connection.status", 2)
     assert view["status"] == "error"
     assert "the QR code was not scanned in time" in view["lastError"]
     assert (event["previousStatus"], event["status"]) == ("pairing", "error")
+    assert (again[1]["previousStatus"], again[1]["status"]) == ("pairing", "connected")
 
 
 async def test_a_host_that_enables_nothing_sees_only_messages(
