@@ -154,3 +154,24 @@ async def test_a_host_that_enables_nothing_sees_only_messages(
 
 def services(sidecar: Sidecar) -> Any:
     return sidecar.app.state.services
+
+
+async def test_a_change_rolled_back_sends_no_event(
+    make_sidecar: SidecarFactory, host: Recorder
+) -> None:
+    """The event is part of the change's transaction: a rollback takes both back."""
+    async with bridged(make_sidecar, bridge_event_types=ALL_TYPES) as sidecar:
+        await sidecar.pair()
+        await wait_events(host, "connection.status", 1)
+        runtime, store = services(sidecar).runtime, services(sidecar).store
+
+        def change_then_fail(conn: Any) -> None:
+            runtime.change_status(conn, "conn_1", "reconnecting", last_error="flaky")
+            raise RuntimeError("the rest of the transaction failed")
+
+        with pytest.raises(RuntimeError):
+            await store.db.transaction(change_then_fail)
+        listed = (await sidecar.client.get("/deliveries")).json()["items"]
+        view = (await sidecar.client.get("/connections/conn_1")).json()
+    assert [d["event"]["status"] for d in listed] == ["connected"]
+    assert view["status"] == "connected"
