@@ -289,3 +289,40 @@ async def test_bridge_pause_holds_on_every_replica(
         assert host.events == []
         assert (await two.client.post("/bridge/resume")).status_code == 200
         await wait_for_status(one, "delivered", 1)
+
+
+async def test_pause_and_delete_work_from_any_replica(
+    make_sidecar: SidecarFactory, host: Recorder, store_backend: str
+) -> None:
+    """A pause or a delete taken on another replica stops the loop where it runs."""
+    if store_backend == "sqlite":
+        pytest.skip("replicas share a PostgreSQL database; a SQLite file has one sidecar")
+    async with bridged(make_sidecar) as one, bridged(make_sidecar) as two:
+        await one.pair()
+        runtime_one = services(one).runtime
+
+        async def stopped_on_one() -> bool:
+            return not runtime_one.connection_running("conn_1")
+
+        async def running_somewhere() -> bool:
+            return runtime_one.connection_running("conn_1") or services(
+                two
+            ).runtime.connection_running("conn_1")
+
+        async def running_on_one() -> bool:
+            return runtime_one.connection_running("conn_1")
+
+        await until(running_on_one, what="the loop to run where it was paired")
+        paused = await two.client.post("/connections/conn_1/pause")
+        assert paused.json()["status"] == "paused"
+        await until(stopped_on_one, what="replica one to stop the paused loop")
+        assert (await one.client.get("/connections/conn_1")).json()["status"] == "paused"
+        await two.client.post("/connections/conn_1/resume")
+        await until(running_somewhere, what="the resumed loop to run")
+        assert (await one.client.delete("/connections/conn_1")).json() == {"ok": True}
+
+        async def stopped_everywhere() -> bool:
+            return not await running_somewhere()
+
+        await until(stopped_everywhere, what="every replica to stop the deleted connection")
+        assert_problem(await two.client.get("/connections/conn_1"), 404, "connection_not_found")
