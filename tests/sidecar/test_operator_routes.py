@@ -15,6 +15,7 @@ import respx
 from prometheus_client.parser import text_string_to_metric_families
 
 from connector_sidecar._secret import Secret
+from connector_sidecar.runtime import Runtime
 
 from .conftest import FakeClock, Sidecar, SidecarFactory, assert_problem
 from .test_delivery import until
@@ -299,15 +300,16 @@ async def test_pause_and_delete_work_from_any_replica(
         pytest.skip("replicas share a PostgreSQL database; a SQLite file has one sidecar")
     async with bridged(make_sidecar) as one, bridged(make_sidecar) as two:
         await one.pair()
-        runtime_one = services(one).runtime
+        runtime_one: Runtime = services(one).runtime
+        runtime_two: Runtime = services(two).runtime
 
         async def stopped_on_one() -> bool:
             return not runtime_one.connection_running("conn_1")
 
         async def running_somewhere() -> bool:
-            return runtime_one.connection_running("conn_1") or services(
-                two
-            ).runtime.connection_running("conn_1")
+            return runtime_one.connection_running("conn_1") or runtime_two.connection_running(
+                "conn_1"
+            )
 
         async def running_on_one() -> bool:
             return runtime_one.connection_running("conn_1")
