@@ -267,8 +267,28 @@ EXAMPLES: list[tuple[type[Any], dict[str, Any] | list[Any]]] = [
 )
 def test_examples_round_trip(type_: type[Any], example: dict[str, Any]) -> None:
     """Each docs/CONTRACT.md example decodes and re-encodes to the same JSON."""
-    value = decode(json.dumps(example), type_)
-    assert json.loads(encode(value)) == example
+    # v1.1: every bridge event says its type; docs/CONTRACT.md §5's examples predate the field. A bare
+    # BridgeEvent decodes without it; inside a DeliveryView the event is a tagged union.
+    typed = _with_event_types(example)
+    value = decode(json.dumps(example if type_ is BridgeEvent else typed), type_)
+    # Fields v1.1 added, at their defaults.
+    added: dict[type[Any], dict[str, Any]] = {
+        ReplayRequest: {"from": None, "to": None},
+        Readiness: {"bridge": [], "deliveryPaused": False},
+    }
+    typed = {**typed, **added.get(type_, {})}
+    assert json.loads(encode(value)) == typed
+
+
+def _with_event_types(value: Any) -> Any:
+    if isinstance(value, dict):
+        typed = {k: _with_event_types(v) for k, v in value.items()}
+        if {"eventId", "peerId", "content"} <= value.keys() and "type" not in value:
+            typed = {"type": "message", **typed}
+        return typed
+    if isinstance(value, list):
+        return [_with_event_types(v) for v in value]
+    return value
 
 
 def test_connection_list_round_trips() -> None:
@@ -379,3 +399,63 @@ def test_parse_timestamp() -> None:
     assert parse_timestamp("2026-06-02T11:30:00+02:00") == expected
     assert parse_timestamp("2026-06-02T09:30:00") == expected
     assert parse_timestamp(format_timestamp(expected)) == expected
+
+
+def test_event_types_decode_by_their_type_field() -> None:
+    """A body without ``type`` is a message (older sidecars); other types decode to their struct."""
+    from connector_contracts import (
+        ConnectionStatusEvent,
+        PingEvent,
+        SendStatusEvent,
+        UnknownEventType,
+        decode_bridge_event,
+    )
+
+    assert isinstance(decode_bridge_event(json.dumps(EVENT)), BridgeEvent)
+    common = {
+        "eventId": "evt_1",
+        "timestamp": "2026-06-02T09:30:00Z",
+        "deliveryAttempt": 1,
+        "connectionId": "conn_1",
+        "channelId": "ch_1",
+        "kind": "weixin",
+    }
+    status = decode_bridge_event(
+        json.dumps(
+            {
+                "type": "connection.status",
+                **common,
+                "accountId": "bot@im.bot",
+                "status": "auth_expired",
+                "previousStatus": "connected",
+                "lastError": "errcode -14",
+            }
+        )
+    )
+    assert isinstance(status, ConnectionStatusEvent)
+    assert (status.status, status.previous_status) == ("auth_expired", "connected")
+    sent = decode_bridge_event(
+        json.dumps(
+            {
+                "type": "send.status",
+                **common,
+                "requestId": "r1",
+                "status": "sent",
+                "providerMessageIds": ["p1"],
+            }
+        )
+    )
+    assert isinstance(sent, SendStatusEvent)
+    assert sent.provider_message_ids == ["p1"]
+    ping = decode_bridge_event(json.dumps({"type": "ping", "eventId": "e", "timestamp": "t"}))
+    assert isinstance(ping, PingEvent)
+    with pytest.raises(UnknownEventType):
+        decode_bridge_event(json.dumps({"type": "connection.deleted", "eventId": "e"}))
+    assert json.loads(encode(status))["type"] == "connection.status"
+
+
+def test_replay_request_takes_a_created_at_range() -> None:
+    """``from`` (a Python keyword) is spelled ``from`` on the wire."""
+    body = decode(b'{"from": "2026-01-01T00:00:00Z", "to": "2026-01-02T00:00:00Z"}', ReplayRequest)
+    assert (body.from_, body.to) == ("2026-01-01T00:00:00Z", "2026-01-02T00:00:00Z")
+    assert json.loads(encode(body))["from"] == "2026-01-01T00:00:00Z"

@@ -159,3 +159,41 @@ def test_optional_bodies_are_not_required() -> None:
         "/sim/sessions/{sessionId}/scan",
     ):
         assert paths[path]["post"]["requestBody"]["required"] is False, path
+
+
+def test_operator_routes_are_documented() -> None:
+    """The v1.1 operator routes appear with their success and error statuses."""
+    paths = build_openapi()["paths"]
+    expected = {
+        ("delete", "/connections/{connectionId}"): {"200", "401", "404"},
+        ("post", "/connections/{connectionId}/pause"): {"200", "404", "409"},
+        ("post", "/connections/{connectionId}/resume"): {"200", "404", "409"},
+        ("post", "/bridge/pause"): {"200", "401"},
+        ("post", "/bridge/resume"): {"200", "401"},
+        ("post", "/bridge/test"): {"200", "409"},
+        ("get", "/deliveries/{eventId}/attempts"): {"200", "404"},
+    }
+    for (method, path), statuses in expected.items():
+        assert statuses <= set(paths[path][method]["responses"]), (method, path)
+
+
+def test_the_bridge_post_is_described_under_webhooks() -> None:
+    """``webhooks`` describes the bridge POST with every event type, told apart by ``type``."""
+    document = build_openapi()
+    post = document["webhooks"]["bridgeEvent"]["post"]
+    body = post["requestBody"]["content"]["application/json"]["schema"]
+    mapping = body["discriminator"]["mapping"]
+    assert set(mapping) == {"message", "connection.status", "send.status", "ping"}
+    schemas = document["components"]["schemas"]
+    for name, ref in mapping.items():
+        schema = schemas[ref.rsplit("/", 1)[1]]
+        assert schema["properties"]["type"]["enum"] == [name]
+        assert {"eventId", "timestamp"} <= set(schema["properties"])
+    assert {"previousStatus", "lastError"} <= set(schemas["ConnectionStatusEvent"]["properties"])
+    assert "providerMessageIds" in schemas["SendStatusEvent"]["properties"]
+    assert {"200", "409"} <= set(post["responses"])
+    assert {h["name"] for h in post["parameters"]} == {
+        "webhook-id",
+        "webhook-timestamp",
+        "webhook-signature",
+    }

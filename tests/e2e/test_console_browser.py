@@ -184,6 +184,17 @@ def test_pair_see_connected_and_replay_a_dead_delivery(
         )
         assert [e["event"]["eventId"] for e in host.events] == [event_id, event_id]
         expect(page.locator("#deliveries")).to_contain_text("No dead deliveries.")
+
+        # The operator's controls: pause, resume, then delete (confirmed in a dialog).
+        row.get_by_role("button", name="Pause").click()
+        expect(row.locator("td").nth(2)).to_have_text("paused")
+        row.get_by_role("button", name="Resume").click()
+        expect(row.locator("td").nth(2)).to_have_text("connected")
+        page.once("dialog", lambda dialog: dialog.accept())
+        row.get_by_role("button", name="Delete").click()
+        expect(row).to_have_count(0)
+        with sidecar.client() as client:
+            assert client.get("/connections/conn_web").status_code == 404
         assert context.cookies() == []
         context.close()
     assert requested

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import AsyncIterator
+from typing import Any
 
 import httpx
 import pytest
@@ -77,14 +78,37 @@ async def test_healthz(sidecar: Sidecar) -> None:
     assert response.json() == {"ok": True}
 
 
-async def test_readyz_is_503_with_reasons_without_bridge_url(sidecar: Sidecar) -> None:
-    """Without BRIDGE_URL, ``/readyz`` is a 503 problem document naming the missing bridge, with
-    ``ok`` and ``reasons`` kept for the readers of the Readiness body it used to be."""
+async def test_readyz_reports_a_missing_bridge_url_without_failing(sidecar: Sidecar) -> None:
+    """Without BRIDGE_URL, ``/readyz`` is 200 and names the missing bridge in ``bridge``;
+    ``?strict=true`` makes it a 503 (the sidecar's own readiness is not the host's)."""
     response = await sidecar.client.get("/readyz")
-    body = assert_problem(response, 503, "not_ready")
-    assert body["ok"] is False
-    [reason] = [reason for reason in body["reasons"] if "BRIDGE_URL" in reason]
-    assert reason in body["detail"]
+    assert response.status_code == 200, response.text
+    body = response.json()
+    assert (body["ok"], body["reasons"]) == (True, [])
+    assert any("BRIDGE_URL" in reason for reason in body["bridge"])
+    strict = await sidecar.client.get("/readyz?strict=true")
+    problem = assert_problem(strict, 503, "not_ready")  # a problem document, with reasons
+    assert problem["ok"] is False
+    [reason] = [reason for reason in problem["reasons"] if "BRIDGE_URL" in reason]
+    assert reason in problem["detail"]
+
+
+async def test_readyz_is_503_when_the_store_cannot_take_a_write(sidecar: Sidecar) -> None:
+    """A store that refuses writes is the sidecar's own trouble: 503 naming the store."""
+    store = sidecar.app.state.services.store
+
+    def broken(conn: Any, replica_id: str) -> None:
+        raise RuntimeError("disk full")
+
+    original = store.bridge.touch
+    store.bridge.touch = broken
+    try:
+        response = await sidecar.client.get("/readyz")
+    finally:
+        store.bridge.touch = original
+    assert response.status_code == 503
+    assert any("store" in reason for reason in response.json()["reasons"])
+    assert (await sidecar.client.get("/readyz")).status_code == 200
 
 
 async def test_readyz_is_200_with_a_bridge(make_sidecar: SidecarFactory) -> None:
@@ -92,7 +116,12 @@ async def test_readyz_is_200_with_a_bridge(make_sidecar: SidecarFactory) -> None
     async with make_sidecar(bridge_url="http://127.0.0.1:9/events") as running:
         response = await running.client.get("/readyz")
     assert response.status_code == 200, response.text
-    assert response.json() == {"ok": True, "reasons": []}
+    assert response.json() == {
+        "ok": True,
+        "reasons": [],
+        "bridge": [],
+        "deliveryPaused": False,
+    }
 
 
 async def test_openapi_json_is_a_valid_openapi_31_document(sidecar: Sidecar) -> None:

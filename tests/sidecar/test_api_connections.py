@@ -11,6 +11,7 @@ from .conftest import Sidecar, SidecarFactory, assert_problem
 pytestmark = [pytest.mark.anyio, pytest.mark.both_stores]
 
 CONNECTION_FIELDS = {
+    "replica",
     "connectionId",
     "channelId",
     "kind",
@@ -24,7 +25,6 @@ CONNECTION_FIELDS = {
     "deadDeliveries",
     "createdAt",
     "updatedAt",
-    "replica",
 }
 
 

@@ -160,7 +160,8 @@ async def test_bulk_replay_by_connection(make_sidecar: SidecarFactory, host: Rec
 
 
 async def test_readyz_reports_a_paused_bridge(make_sidecar: SidecarFactory, host: Recorder) -> None:
-    """After a 401 from the host ``/readyz`` is 503 with the reason; the event stays pending, not dead."""
+    """After a 401 from the host ``/readyz`` stays 200 and names the pause in ``bridge``; with
+    ``?strict=true`` it is 503; the event stays pending, not dead."""
     host.answer = lambda event: httpx.Response(401, json={"accepted": False})
     async with bridged(make_sidecar) as sidecar:
         ready = await sidecar.client.get("/readyz")
@@ -168,13 +169,19 @@ async def test_readyz_reports_a_paused_bridge(make_sidecar: SidecarFactory, host
         await sidecar.pair()
         await sidecar.inbound(messageId="m-1")
 
-        async def unready() -> bool:
-            return bool((await sidecar.client.get("/readyz")).status_code == 503)
+        async def paused() -> bool:
+            return bool((await sidecar.client.get("/readyz")).json()["deliveryPaused"])
 
-        await until(unready, timeout=10, what="readyz to report the pause")
-        [reason] = (await sidecar.client.get("/readyz")).json()["reasons"]
+        await until(paused, timeout=10, what="readyz to report the pause")
+        ready = await sidecar.client.get("/readyz")
+        assert ready.status_code == 200
+        assert ready.json()["reasons"] == []
+        [reason] = ready.json()["bridge"]
         assert "paused" in reason
         assert "HTTP 401" in reason
+        strict = await sidecar.client.get("/readyz", params={"strict": "true"})
+        assert strict.status_code == 503
+        assert strict.json()["reasons"] == [reason]
         view = (await sidecar.client.get("/connections/conn_1")).json()
         assert (view["pendingDeliveries"], view["deadDeliveries"]) == (1, 0)
         assert len(host.events) == 1  # no further attempt before the probe interval

@@ -15,15 +15,21 @@ import msgspec
 from connector_contracts._base import Wire
 
 __all__ = [
+    "BRIDGE_EVENT_TYPES",
+    "AnyBridgeEvent",
     "Attachment",
     "AttachmentKind",
     "BridgeEvent",
+    "BridgeTestResult",
     "CancelSessionRequest",
     "ConnectionList",
     "ConnectionStatus",
+    "ConnectionStatusEvent",
     "ConnectionView",
     "ConnectorInfo",
     "ConnectorSessionView",
+    "DeliveryAttempt",
+    "DeliveryAttemptList",
     "DeliveryList",
     "DeliveryStatus",
     "DeliveryView",
@@ -33,7 +39,9 @@ __all__ = [
     "LogoutResult",
     "MediaDescriptor",
     "MessageType",
+    "OkResult",
     "PeerType",
+    "PingEvent",
     "Problem",
     "ProblemError",
     "Readiness",
@@ -43,6 +51,7 @@ __all__ = [
     "SendRequest",
     "SendResult",
     "SendStatus",
+    "SendStatusEvent",
     "SendTarget",
     "SessionStatus",
     "SimFaults",
@@ -81,7 +90,7 @@ TERMINAL_SESSION_STATUSES: frozenset[str] = frozenset(
     {"connected", "expired", "cancelled", "error"}
 )
 ConnectionStatus = Literal[
-    "pairing", "connected", "reconnecting", "auth_expired", "logged_out", "error"
+    "pairing", "connected", "reconnecting", "paused", "auth_expired", "logged_out", "error"
 ]
 SendStatus = Literal["sent", "deferred", "failed", "expired", "pending"]
 """docs/CONTRACT.md §4's statuses, and ``pending`` (an addition): in progress, or interrupted."""
@@ -261,7 +270,9 @@ class SendResult(Wire):
 # §5 the bridge -----------------------------------------------------------------------------------
 
 
-class BridgeEvent(Wire):
+class BridgeEvent(Wire, tag_field="type", tag="message"):
+    """A message from a peer (``type: "message"``; an event without ``type`` is one too)."""
+
     event_id: str
     timestamp: str
     delivery_attempt: int
@@ -292,6 +303,53 @@ class MediaDescriptor(Wire):
     file_name: str | None = None
     size: int | None = None
     url: str | None = None
+
+
+class ConnectionStatusEvent(Wire, tag_field="type", tag="connection.status"):
+    """A connection changed status (v1.1, with ``BRIDGE_EVENT_TYPES`` naming it).
+
+    ``status`` is ``connected``, ``reconnecting``, ``paused``, ``auth_expired``, ``logged_out``
+    or ``error``; ``previousStatus`` what it was before (``pairing`` for a first login).
+    """
+
+    event_id: str
+    timestamp: str
+    delivery_attempt: int
+    connection_id: str
+    channel_id: str
+    kind: str
+    account_id: str | None
+    status: str
+    previous_status: str | None = None
+    last_error: str | None = None
+
+
+class SendStatusEvent(Wire, tag_field="type", tag="send.status"):
+    """A deferred send ended (v1.1): ``sent`` at last, or ``expired`` (or ``failed``)."""
+
+    event_id: str
+    timestamp: str
+    delivery_attempt: int
+    connection_id: str
+    channel_id: str
+    kind: str
+    request_id: str
+    status: str
+    provider_message_ids: list[str] = msgspec.field(default_factory=list)
+
+
+class PingEvent(Wire, tag_field="type", tag="ping"):
+    """A test event ``POST /bridge/test`` sends at once; it is never stored or retried."""
+
+    event_id: str
+    timestamp: str
+    delivery_attempt: int = 1
+
+
+AnyBridgeEvent = BridgeEvent | ConnectionStatusEvent | SendStatusEvent | PingEvent
+"""Every event type the bridge carries, tagged by ``type``."""
+
+BRIDGE_EVENT_TYPES: tuple[str, ...] = ("message", "connection.status", "send.status", "ping")
 
 
 class HostAnswer(Wire):
@@ -327,7 +385,7 @@ class DeliveryView(Wire):
     status: str
     attempts: int
     created_at: str
-    event: BridgeEvent
+    event: AnyBridgeEvent
     next_attempt_at: str | None = None
     delivered_at: str | None = None
     last_status_code: int | None = None
@@ -342,6 +400,38 @@ class DeliveryList(Wire):
 class ReplayRequest(Wire):
     connection_id: str | None = None
     status: Literal["dead", "delivered"] = "dead"
+    from_: Annotated[str | None, msgspec.Meta(description="createdAt at or after (ISO-8601)")] = (
+        msgspec.field(default=None, name="from")
+    )
+    to: Annotated[str | None, msgspec.Meta(description="createdAt before (ISO-8601)")] = None
+
+
+class DeliveryAttempt(Wire):
+    """One POST of an event to the host, as it happened (v1.1)."""
+
+    attempt: int
+    at: str
+    duration_ms: int
+    status_code: int | None = None
+    error: str | None = None
+
+
+class DeliveryAttemptList(Wire):
+    items: list[DeliveryAttempt]
+
+
+class BridgeTestResult(Wire):
+    """The host's answer to a ``ping`` from ``POST /bridge/test``; ``statusCode`` null when
+    the host could not be reached (``error`` says why)."""
+
+    status_code: int | None
+    latency_ms: int
+    body_excerpt: str | None = None
+    error: str | None = None
+
+
+class OkResult(Wire):
+    ok: bool = True
 
 
 class ReplayResult(Wire):
@@ -356,8 +446,13 @@ class Health(Wire):
 
 
 class Readiness(Wire):
+    """``reasons`` are what makes the answer 503; ``bridge`` lists bridge trouble (no
+    ``BRIDGE_URL``, paused), which fails readiness only with ``?strict=true`` (v1.1)."""
+
     ok: bool
     reasons: list[str] = msgspec.field(default_factory=list)
+    bridge: list[str] = msgspec.field(default_factory=list)
+    delivery_paused: bool = False
 
 
 class ReadinessProblem(Problem):

@@ -49,12 +49,22 @@ ROUTES: tuple[Route, ...] = (
     Route(
         method="get",
         path="/readyz",
-        summary="Readiness: store open, bridge configured and not paused",
+        summary="Readiness: 503 only for the sidecar's own trouble",
+        description="503 while starting or stopping, or when the store is not open or does not"
+        " take a write. Bridge trouble (no BRIDGE_URL, delivery paused by an operator or by the"
+        " host's 401/403) is listed in `bridge` of a 200; `?strict=true` makes it a 503 too.",
         tag="health",
         response=m.Readiness,
         public=True,
         errors=(503,),
         error_types=((503, m.ReadinessProblem),),
+        query=(
+            (
+                "strict",
+                "true: bridge trouble fails readiness too",
+                {"type": "string", "enum": ["true", "false"]},
+            ),
+        ),
     ),
     Route(
         method="get",
@@ -127,6 +137,58 @@ ROUTES: tuple[Route, ...] = (
         request=m.LogoutRequest,
         body_optional=True,
         response=m.LogoutResult,
+    ),
+    Route(
+        method="delete",
+        path="/connections/{connectionId}",
+        summary="Delete a connection: stop it, log out at the vendor, forget it",
+        description="Events already accepted are still delivered. Then, and for an id never"
+        " seen, 404 connection_not_found.",
+        tag="connections",
+        response=m.OkResult,
+        errors=(404,),
+    ),
+    Route(
+        method="post",
+        path="/connections/{connectionId}/pause",
+        summary="Pause a connection: its inbound loop stops, sends get 409",
+        description="The status becomes paused; the vendor keeps the messages and the cursor"
+        " stays. Idempotent; 409 connection_not_ready for a connection that is not running.",
+        tag="connections",
+        response=m.ConnectionView,
+        errors=(404, 409),
+    ),
+    Route(
+        method="post",
+        path="/connections/{connectionId}/resume",
+        summary="Resume a paused connection from its cursor",
+        tag="connections",
+        response=m.ConnectionView,
+        errors=(404, 409),
+    ),
+    Route(
+        method="post",
+        path="/bridge/pause",
+        summary="Pause bridge delivery on every replica (events are still stored)",
+        tag="bridge",
+        response=m.OkResult,
+    ),
+    Route(
+        method="post",
+        path="/bridge/resume",
+        summary="Resume bridge delivery",
+        tag="bridge",
+        response=m.OkResult,
+    ),
+    Route(
+        method="post",
+        path="/bridge/test",
+        summary="POST a signed ping event to the host now and report its answer",
+        description="statusCode is null, and error says why, when the host could not be"
+        " reached. 409 bridge_not_configured without BRIDGE_URL.",
+        tag="bridge",
+        response=m.BridgeTestResult,
+        errors=(409,),
     ),
     Route(
         method="post",
@@ -226,6 +288,14 @@ ROUTES: tuple[Route, ...] = (
         errors=(422,),
     ),
     Route(
+        method="get",
+        path="/deliveries/{eventId}/attempts",
+        summary="Every POST of one event: time, duration, status code, error",
+        tag="deliveries",
+        response=m.DeliveryAttemptList,
+        errors=(404,),
+    ),
+    Route(
         method="post",
         path="/sim/sessions/{sessionId}/scan",
         summary="Sim: confirm a pairing",
@@ -302,6 +372,79 @@ def _json(schema: dict[str, Any], media: str = "application/json") -> dict[str, 
     return {media: {"schema": schema}}
 
 
+_EVENT_TYPES: dict[str, type[Any]] = {
+    "message": m.BridgeEvent,
+    "connection.status": m.ConnectionStatusEvent,
+    "send.status": m.SendStatusEvent,
+    "ping": m.PingEvent,
+}
+
+_WEBHOOK_HEADERS = (
+    ("webhook-id", "The eventId; the same on every attempt (Standard Webhooks)"),
+    ("webhook-timestamp", "Unix seconds when this attempt was signed"),
+    ("webhook-signature", "v1,<base64 HMAC-SHA256> per BRIDGE_SIGNING_SECRET, space-separated"),
+)
+
+
+def _webhooks() -> dict[str, Any]:
+    """The bridge POST the sidecar makes to ``BRIDGE_URL`` (docs/CONTRACT.md §5, §10.2)."""
+    answer = _json(_ref(m.HostAnswer))
+    return {
+        "bridgeEvent": {
+            "post": {
+                "operationId": "bridge_event",
+                "summary": "A bridge event, POSTed to BRIDGE_URL",
+                "description": "Every event has `type`: `message` always; `connection.status`"
+                " and `send.status` when BRIDGE_EVENT_TYPES names them; `ping` from"
+                " POST /bridge/test only. An event without `type` (an older sidecar) is a"
+                " message. A host answers every type the same way and accepts types it does not"
+                " know. Authorization: Bearer BRIDGE_TOKEN when set.",
+                "tags": ["bridge"],
+                "parameters": [
+                    {
+                        "name": name,
+                        "in": "header",
+                        "required": False,
+                        "description": desc,
+                        "schema": {"type": "string"},
+                    }
+                    for name, desc in _WEBHOOK_HEADERS
+                ],
+                "requestBody": {
+                    "required": True,
+                    "content": _json(
+                        {
+                            "oneOf": [_ref(t) for t in _EVENT_TYPES.values()],
+                            "discriminator": {
+                                "propertyName": "type",
+                                "mapping": {
+                                    name: f"#/components/schemas/{t.__name__}"
+                                    for name, t in _EVENT_TYPES.items()
+                                },
+                            },
+                        }
+                    ),
+                },
+                "responses": {
+                    "200": {
+                        "description": "Handled (or a duplicate, or ignored)",
+                        "content": answer,
+                    },
+                    "409": {
+                        "description": "An earlier attempt is still being handled;"
+                        " retried after Retry-After",
+                        "content": answer,
+                    },
+                    "401": {"description": "Refused credentials: delivery pauses and probes"},
+                    "500": {"description": "The handler failed: retried with backoff"},
+                    "503": {"description": "The host is unavailable: retried with backoff"},
+                },
+                "security": [{"bearer": []}, {}],
+            }
+        }
+    }
+
+
 def build_openapi(*, version: str = "1.0.0", server_url: str | None = None) -> dict[str, Any]:
     """Build the OpenAPI 3.1 document for every route of the contract."""
     types: set[type[Any]] = {m.Problem}
@@ -311,7 +454,7 @@ def build_openapi(*, version: str = "1.0.0", server_url: str | None = None) -> d
                 types.add(t)
         types.update(t for _, t, _ in route.extra_responses)
         types.update(t for _, t in route.error_types)
-    types.add(m.BridgeEvent)
+    types.update(_EVENT_TYPES.values())
     types.add(m.HostAnswer)
     types.add(m.MediaDescriptor)
     _, components = msgspec.json.schema_components(
@@ -402,6 +545,7 @@ def build_openapi(*, version: str = "1.0.0", server_url: str | None = None) -> d
             "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},
         },
         "security": [{"bearer": []}],
+        "webhooks": _webhooks(),
     }
     if server_url:
         doc["servers"] = [{"url": server_url}]

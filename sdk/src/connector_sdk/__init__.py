@@ -29,6 +29,8 @@ from connector_sdk.endpoint import (
     BridgeEndpoint,
     BridgeHandler,
     BridgeResponse,
+    ConnectionStatusHandler,
+    SendStatusHandler,
     handle_bridge_request,
 )
 from connector_sdk.errors import (
@@ -70,7 +72,7 @@ from connector_sdk.errors import (
 )
 from connector_sdk.ids import request_id_for
 from connector_sdk.media import Attachment
-from connector_sdk.verify import BridgeVerifier, WebhookSecret, sign_webhook
+from connector_sdk.verify import BridgeVerifier, UnknownEvent, WebhookSecret, sign_webhook
 
 __all__ = [
     "DEFAULT_SIDECAR_URL",
@@ -86,6 +88,7 @@ __all__ = [
     "Conflict",
     "ConnectionNotFound",
     "ConnectionNotReady",
+    "ConnectionStatusHandler",
     "ConnectorNotFound",
     "ConnectorSDKError",
     "DedupeDecision",
@@ -114,6 +117,7 @@ __all__ = [
     "RetryPolicy",
     "Secret",
     "SendExpired",
+    "SendStatusHandler",
     "ServerError",
     "SessionNotAwaitingCode",
     "SessionNotFound",
@@ -124,6 +128,7 @@ __all__ = [
     "SqliteDedupeStore",
     "Unauthorized",
     "UnknownDedupeKey",
+    "UnknownEvent",
     "ValidationFailed",
     "WebhookSecret",
     "__version__",

@@ -563,10 +563,20 @@ class SidecarClient:
         )
 
     async def replay_deliveries(
-        self, *, connection_id: str | None = None, status: Literal["dead", "delivered"] = "dead"
+        self,
+        *,
+        connection_id: str | None = None,
+        status: Literal["dead", "delivered"] = "dead",
+        created_from: str | None = None,
+        created_to: str | None = None,
     ) -> ReplayResult:
-        """Re-queue every dead (or delivered) event, optionally of one connection."""
-        request = ReplayRequest(connection_id=connection_id, status=status)
-        return await self._call(
-            "POST", "/deliveries/replay", ReplayResult, body=request, retry=False
-        )
+        """Re-queue every dead (or delivered) event, optionally of one connection, and with
+        ``created_from <= createdAt < created_to`` (ISO-8601 times) when given."""
+        body: dict[str, Any] = {"connectionId": connection_id, "status": status}
+        if created_from is not None or created_to is not None:
+            # Sent only when given: the body stays what it was for every other call.
+            request = ReplayRequest(
+                connection_id=connection_id, status=status, from_=created_from, to=created_to
+            )
+            body = msgspec.to_builtins(request)
+        return await self._call("POST", "/deliveries/replay", ReplayResult, body=body, retry=False)

@@ -14,7 +14,13 @@ the handler raised                          500     ``accepted: false`` (retried
 the dedupe store is unavailable             503     ``accepted: false`` (retried)
 bad token or signature                      401     problem document
 body is not JSON / not a BridgeEvent        400/422 problem document (dead-lettered)
+an event type without a handler (a ping)    200     ``accepted: true`` (ignored)
 ==========================================  ======  ===============================
+
+Event types (docs/CONTRACT.md §10.2): ``message`` events go to ``handler``; ``connection.status`` to
+``on_connection_status`` and ``send.status`` to ``on_send_status`` when given, each deduped
+like messages. A type with no handler (a ``ping`` from ``POST /bridge/test``, a type a newer
+sidecar added) is accepted and ignored, so enabling new types never breaks a host.
 """
 
 from __future__ import annotations
@@ -24,18 +30,38 @@ from collections.abc import Awaitable, Callable, MutableMapping
 from dataclasses import dataclass, field
 from typing import Any, Final
 
-from connector_contracts import BridgeEvent, HostAnswer, Problem, encode
+from connector_contracts import (
+    AnyBridgeEvent,
+    BridgeEvent,
+    ConnectionStatusEvent,
+    HostAnswer,
+    Problem,
+    SendStatusEvent,
+    encode,
+)
 from connector_sdk.dedupe import DedupeStore, MemoryDedupeStore
 from connector_sdk.errors import BridgeRequestError, DedupeError, InvalidBridgeEvent
-from connector_sdk.verify import BridgeVerifier, Headers
+from connector_sdk.verify import BridgeVerifier, Headers, UnknownEvent
 
-__all__ = ["BridgeEndpoint", "BridgeHandler", "BridgeResponse", "handle_bridge_request"]
+__all__ = [
+    "BridgeEndpoint",
+    "BridgeHandler",
+    "BridgeResponse",
+    "ConnectionStatusHandler",
+    "SendStatusHandler",
+    "handle_bridge_request",
+]
 
 logger = logging.getLogger("connector_sdk")
 
 #: Your code: handle one event; return your own id for the result (stored as the record's
 #: ``message_id``) or None. Raise to have the sidecar deliver the event again later.
 BridgeHandler = Callable[[BridgeEvent], Awaitable[str | None]]
+#: Your code for a ``connection.status`` event (a connection connected, expired, …).
+ConnectionStatusHandler = Callable[[ConnectionStatusEvent], Awaitable[None]]
+#: Your code for a ``send.status`` event (a deferred send finally sent, or expired).
+SendStatusHandler = Callable[[SendStatusEvent], Awaitable[None]]
+AnyEvent = AnyBridgeEvent | UnknownEvent
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
@@ -57,11 +83,11 @@ class BridgeResponse:
     #: The host answer, for the 200/409/500 cases; None for a problem document.
     answer: HostAnswer | None = None
     #: The decoded event, once the request got that far.
-    event: BridgeEvent | None = None
+    event: AnyEvent | None = None
 
 
 def _answer(
-    status: int, answer: HostAnswer, event: BridgeEvent | None, **headers: str
+    status: int, answer: HostAnswer, event: AnyEvent | None, **headers: str
 ) -> BridgeResponse:
     return BridgeResponse(
         status_code=status,
@@ -92,6 +118,8 @@ async def handle_bridge_request(
     *,
     verifier: BridgeVerifier,
     store: DedupeStore,
+    on_connection_status: ConnectionStatusHandler | None = None,
+    on_send_status: SendStatusHandler | None = None,
 ) -> BridgeResponse:
     """Handle one bridge POST given its headers and raw body; never raises for a bad request.
 
@@ -107,6 +135,39 @@ async def handle_bridge_request(
         logger.warning("bridge request refused: %s", error)
         return _refused(error)
 
+    work: Callable[[], Awaitable[str | None]]
+    if isinstance(event, BridgeEvent):
+        message = event
+
+        async def work() -> str | None:
+            return await handler(message)
+
+    elif isinstance(event, ConnectionStatusEvent) and on_connection_status is not None:
+        status_event, status_handler = event, on_connection_status
+
+        async def work() -> str | None:
+            await status_handler(status_event)
+            return None
+
+    elif isinstance(event, SendStatusEvent) and on_send_status is not None:
+        send_event, send_handler = event, on_send_status
+
+        async def work() -> str | None:
+            await send_handler(send_event)
+            return None
+
+    else:
+        # A ping, or a type this host has no handler for: accepted, so the sidecar moves on.
+        return _answer(200, HostAnswer(accepted=True), event)
+    return await _process(event, work, store)
+
+
+async def _process(
+    event: BridgeEvent | ConnectionStatusEvent | SendStatusEvent,
+    work: Callable[[], Awaitable[str | None]],
+    store: DedupeStore,
+) -> BridgeResponse:
+    """Dedupe, run the handler, record the outcome."""
     try:
         decision = await store.begin(event.connection_id, event.event_id, event.delivery_attempt)
     except DedupeError:
@@ -123,7 +184,7 @@ async def handle_bridge_request(
         return _answer(200, HostAnswer(accepted=True, duplicate=True), event)
 
     try:
-        message_id = await handler(event)
+        message_id = await work()
     except Exception as error:  # the host's own code: any failure means "deliver it again"
         logger.exception("bridge handler failed for event %s", event.event_id)
         try:
@@ -162,8 +223,12 @@ class BridgeEndpoint:
         verifier: BridgeVerifier,
         store: DedupeStore | None = None,
         max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
+        on_connection_status: ConnectionStatusHandler | None = None,
+        on_send_status: SendStatusHandler | None = None,
     ) -> None:
         self.handler = handler
+        self.on_connection_status = on_connection_status
+        self.on_send_status = on_send_status
         self.verifier = verifier
         self.store: DedupeStore = store if store is not None else MemoryDedupeStore()
         self.max_body_bytes = max_body_bytes
@@ -174,7 +239,13 @@ class BridgeEndpoint:
     async def handle(self, headers: Headers, body: bytes) -> BridgeResponse:
         """:func:`handle_bridge_request` with this endpoint's handler, verifier and store."""
         return await handle_bridge_request(
-            headers, body, self.handler, verifier=self.verifier, store=self.store
+            headers,
+            body,
+            self.handler,
+            verifier=self.verifier,
+            store=self.store,
+            on_connection_status=self.on_connection_status,
+            on_send_status=self.on_send_status,
         )
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:

@@ -21,8 +21,8 @@ from typing import Final
 
 import msgspec
 
-from connector_contracts import BridgeEvent, ProblemError
-from connector_contracts.codec import bridge_event_decoder
+from connector_contracts import AnyBridgeEvent, ProblemError, UnknownEventType
+from connector_contracts.codec import decode_bridge_event
 from connector_sdk._secret import Secret
 from connector_sdk.errors import (
     BridgeTimestampOutOfTolerance,
@@ -32,7 +32,14 @@ from connector_sdk.errors import (
     InvalidBridgeToken,
 )
 
-__all__ = ["BridgeVerifier", "Headers", "WebhookSecret", "decode_event", "sign_webhook"]
+__all__ = [
+    "BridgeVerifier",
+    "Headers",
+    "UnknownEvent",
+    "WebhookSecret",
+    "decode_event",
+    "sign_webhook",
+]
 
 Headers = Mapping[str, str] | Iterable[tuple[str, str]]
 
@@ -147,7 +154,9 @@ class BridgeVerifier:
             f"signing_secrets={len(self._secrets)}, tolerance_seconds={self.tolerance_seconds})"
         )
 
-    def verify(self, headers: Headers, body: bytes | bytearray | memoryview | str) -> BridgeEvent:
+    def verify(
+        self, headers: Headers, body: bytes | bytearray | memoryview | str
+    ) -> AnyBridgeEvent | UnknownEvent:
         """Check the request and return its event; raise a ``BridgeRequestError`` otherwise.
 
         ``body`` is the raw body as received (the signature covers its exact bytes); a str is
@@ -155,6 +164,10 @@ class BridgeVerifier:
 
         Raises :class:`InvalidBridgeToken` or :class:`InvalidBridgeSignature` (401), and
         :class:`InvalidBridgeEvent` (400 malformed JSON, 422 not a BridgeEvent).
+
+        The event is a :class:`BridgeEvent` (``type: "message"``, or no ``type``: an older
+        sidecar), a :class:`ConnectionStatusEvent`, a :class:`SendStatusEvent`, a
+        :class:`PingEvent`, or an :class:`UnknownEvent` for a type a newer sidecar added.
         """
         raw = _utf8(body) if isinstance(body, str) else bytes(body)
         lowered = _lower(headers)
@@ -200,8 +213,21 @@ class BridgeVerifier:
         raise InvalidBridgeSignature("no signature matches", event_id=msg_id)
 
 
-def decode_event(body: bytes) -> BridgeEvent:
-    """Decode a bridge body; 400 for malformed JSON (or not UTF-8), 422 for the wrong shape."""
+class UnknownEvent(msgspec.Struct, kw_only=True, frozen=True, rename="camel"):
+    """A bridge event of a type this SDK does not know: accepted and ignored."""
+
+    type: str
+    event_id: str = ""
+    connection_id: str = ""
+    delivery_attempt: int = 0
+
+
+_unknown_decoder = msgspec.json.Decoder(UnknownEvent)
+
+
+def decode_event(body: bytes) -> AnyBridgeEvent | UnknownEvent:
+    """Decode a bridge body by its ``type``; 400 for malformed JSON (or not UTF-8), 422 for the
+    wrong shape."""
     try:
         # JSON is UTF-8. msgspec checks only the strings it keeps, and reports bad bytes with
         # Python's UnicodeDecodeError rather than a DecodeError: check the whole body first.
@@ -211,7 +237,10 @@ def decode_event(body: bytes) -> BridgeEvent:
             f"the body is not UTF-8: {error.reason} at byte {error.start}", status=400
         ) from None
     try:
-        return bridge_event_decoder.decode(body)
+        try:
+            return decode_bridge_event(body)
+        except UnknownEventType:
+            return _unknown_decoder.decode(body)
     except msgspec.ValidationError as error:
         message = str(error)
         match = _VALIDATION_PATH.search(message)

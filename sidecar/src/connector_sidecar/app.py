@@ -23,6 +23,7 @@ from connector_sidecar._clock import Clock, Sleep, system_clock
 from connector_sidecar._early_answers import CloseWhenBodyUnread
 from connector_sidecar._secret import Secret
 from connector_sidecar.api import (
+    bridge,
     connections,
     connectors,
     console,
@@ -124,7 +125,9 @@ def create_app(
     test can run retry backoffs without waiting (a ``sleep`` that moves its ``clock``).
     """
     url = settings.database_url.reveal() if settings.database_url else None
-    store = Store(database_for(url, settings.database_path), clock)
+    store = Store(
+        database_for(url, settings.database_path), clock, event_types=settings.bridge_event_types
+    )
     app_metrics = Metrics()
     runtime = Runtime(settings, store, clock, app_metrics)
     for kind in settings.connectors:
@@ -139,7 +142,7 @@ def create_app(
         shutdown_grace_seconds=SHUTDOWN_GRACE_SECONDS,
         metrics=app_metrics,
     )
-    app_metrics.watch_bridge(lambda: worker.readiness() is not None)
+    app_metrics.watch_bridge(lambda: worker.paused)
     runtime.on_outbox(worker.notify)
     svc = Services(
         settings=settings,
@@ -149,7 +152,7 @@ def create_app(
         delivery=worker,
         media=media_cache,
     )
-    svc.readiness_checks.append(worker.readiness)
+    svc.bridge_checks.append(worker.readiness)
 
     driver_routes: list[BaseRoute] = [r for d in runtime.drivers.values() for r in d.routes()]
     routes: list[BaseRoute] = [
@@ -161,6 +164,7 @@ def create_app(
         *media.routes,
         *typing.routes,
         *deliveries.routes,
+        *bridge.routes,
         *metrics.routes,
         *console.routes,
         *driver_routes,
@@ -173,6 +177,7 @@ def create_app(
             await runtime.start()
             await worker.start()
             housekeeping = runtime.spawn(_housekeeping(sender, media_cache), name="housekeeping")
+            svc.phase = "serving"
             log.info(
                 "sidecar ready on %s:%d with %s; data in %s",
                 settings.host,
@@ -181,8 +186,10 @@ def create_app(
                 store.db.describe(),
             )
             yield
+            svc.phase = "stopping"
             housekeeping.cancel()
         finally:
+            svc.phase = "stopping"
             # Sends and bridge POSTs in flight finish (for a grace) before the drivers and the
             # store close; what is cut then stays pending, to resume after the next start.
             await asyncio.gather(sender.drain(SHUTDOWN_GRACE_SECONDS), worker.stop())

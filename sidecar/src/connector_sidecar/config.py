@@ -40,6 +40,8 @@ _PLACEHOLDERS = frozenset(
     {"changeme", "secret", "token", "password", "example", "placeholder", "test", "default"}
 )
 _PLACEHOLDER_PREFIXES = ("changeme", "replaceme", "yourtoken", "insert", "placeholder", "example")
+# The event types BRIDGE_EVENT_TYPES may enable; ``ping`` is only ever sent by POST /bridge/test.
+EVENT_TYPES = ("message", "connection.status", "send.status")
 
 
 class ConfigError(Exception):
@@ -67,6 +69,8 @@ class Settings:
     bridge_concurrency: int = 16
     bridge_timeout_seconds: float = 15.0
     bridge_max_age_seconds: float = 86400.0
+    bridge_event_types: frozenset[str] = frozenset({"message"})
+    dead_retention_seconds: float = 30 * 86400.0
     weixin_base_url: str = DEFAULT_WEIXIN_BASE_URL
     weixin_route_tag: str | None = None  # sent as SKRouteTag on every iLink call when set
     feishu_base_url: str = DEFAULT_FEISHU_BASE_URL
@@ -105,6 +109,10 @@ class Settings:
             bridge_timeout_seconds=r.number("BRIDGE_TIMEOUT_SECONDS", 15.0, low=0.1, high=600),
             bridge_max_age_seconds=r.number(
                 "BRIDGE_MAX_AGE_SECONDS", 86400.0, low=1, high=30 * 86400
+            ),
+            bridge_event_types=r.event_types("BRIDGE_EVENT_TYPES"),
+            dead_retention_seconds=r.number(
+                "DEAD_RETENTION_SECONDS", 30 * 86400.0, low=60, high=3650 * 86400
             ),
             weixin_base_url=r.base_url("WEIXIN_BASE_URL", DEFAULT_WEIXIN_BASE_URL),
             weixin_route_tag=r.header_value("WEIXIN_ROUTE_TAG"),
@@ -257,6 +265,19 @@ class _Reader:
                 f"unknown connector {', '.join(unknown) or '(none)'}; known: {', '.join(KNOWN_CONNECTORS)}",
             )
         return kinds
+
+    def event_types(self, name: str) -> frozenset[str]:
+        value = self.raw(name)
+        if value is None:
+            return frozenset({"message"})
+        types = {t.strip().lower() for t in value.split(",") if t.strip()}
+        unknown = sorted(types - set(EVENT_TYPES))
+        if unknown or not types:
+            raise ConfigError(
+                name,
+                f"unknown event type {', '.join(unknown) or '(none)'}; known: {', '.join(EVENT_TYPES)}",
+            )
+        return frozenset(types)
 
     def signing_secrets(self, name: str) -> tuple[Secret, ...]:
         value = self.raw(name)

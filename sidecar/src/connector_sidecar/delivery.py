@@ -44,6 +44,18 @@ Several replicas
     Events committed by other replicas wake no one here: on a shared database the worker
     looks for new events every :data:`SHARED_POLL_SECONDS` (real time), and rescans every
     lane every tenth look.
+
+Operator pause
+    ``POST /bridge/pause`` writes the pause to the database (``bridge_state``); every worker
+    reads it at start and with each look for others' events, and claims nothing while it
+    holds. POSTs in flight finish; nothing is dead-lettered for age meanwhile, since nothing
+    is claimed.
+
+History and retention
+    Each attempt's time, duration and answer is written to ``delivery_attempts`` in the
+    transaction that records the answer. Delivered events are purged after
+    ``delivered_retention_seconds``, dead letters after ``DEAD_RETENTION_SECONDS``, each with
+    its history.
 """
 
 from __future__ import annotations
@@ -264,6 +276,7 @@ class _Answer:
     error: str | None
     next_attempt_at: int | None
     failed: bool
+    started_at: int
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -335,6 +348,8 @@ class DeliveryWorker:
         self._scan_all = True
         self._scan_new = False
         self._paused: str | None = None
+        self._operator_paused = False
+        self._check_pause = True
         self._paused_at = 0
         self._probe_at = 0
         self._shared = not store.db.exclusive
@@ -347,8 +362,32 @@ class DeliveryWorker:
     def configured(self) -> bool:
         return bool(self.settings.bridge_url)
 
+    @property
+    def transport(self) -> httpx.AsyncBaseTransport | None:
+        """The transport bridge POSTs use (a test's in-process host, or None: the network)."""
+        return self._transport
+
+    @property
+    def operator_paused(self) -> bool:
+        """Whether an operator paused delivery (as this replica last read it)."""
+        return self._operator_paused
+
+    @property
+    def paused(self) -> bool:
+        """Whether delivery is paused, by an operator or by the host's 401/403."""
+        return self._operator_paused or self._paused is not None
+
+    async def set_operator_pause(self, paused: bool) -> None:
+        """Pause or resume delivery on every replica (``POST /bridge/pause|resume``)."""
+        await self.store.db.transaction(self.store.bridge.set_paused, paused)
+        self._operator_paused = paused
+        log.warning("bridge delivery %s by an operator", "paused" if paused else "resumed")
+        self._wake.set()
+
     def readiness(self) -> str | None:
         """A readiness check for ``/readyz``."""
+        if self._operator_paused:
+            return "bridge delivery is paused by an operator (POST /bridge/resume resumes it)"
         if self._paused is None:
             return None
         return (
@@ -372,6 +411,7 @@ class DeliveryWorker:
         return result
 
     async def start(self) -> None:
+        self._operator_paused = await self.store.db.run(self.store.bridge.paused)
         if self._purge_interval is not None and self._retention is None:
             self._retention = asyncio.create_task(self._retention_loop(), name="outbox-retention")
         if not self.configured:
@@ -447,9 +487,25 @@ class DeliveryWorker:
                 break
             after_seq = batch.last_seq
             await asyncio.sleep(self._purge_pause)  # let ingest and delivery use the database
-        if total:
-            log.info("purged %d delivered events older than the retention", total)
-        return total
+        dead_before = now_ms(self._clock) - int(self.settings.dead_retention_seconds * 1000)
+        dead = 0
+        for _ in range(100_000):
+            count = await self.store.db.transaction(
+                lambda c: self.store.outbox.purge_dead(
+                    c, before=dead_before, limit=self._purge_batch
+                )
+            )
+            dead += count
+            if count < self._purge_batch:
+                break
+            await asyncio.sleep(self._purge_pause)
+        if total or dead:
+            log.info(
+                "purged %d delivered events and %d dead letters older than their retention",
+                total,
+                dead,
+            )
+        return total + dead
 
     # -- the main loop ----------------------------------------------------------------------------
 
@@ -474,6 +530,9 @@ class DeliveryWorker:
     async def _step(self) -> bool:
         """Apply finished attempts, look for new events, claim due heads; True if it claimed."""
         self._apply_done()
+        if self._check_pause:
+            self._check_pause = False
+            self._operator_paused = await self.store.db.run(self.store.bridge.paused)
         async with self._lock:
             if self._scan_all:
                 self._scan_all = self._scan_new = False
@@ -507,6 +566,7 @@ class DeliveryWorker:
             self._poll_at = now + SHARED_POLL_SECONDS
             self._polls += 1
             self._scan_new = True
+            self._check_pause = True
             if self._polls % 10 == 0:
                 self._scan_all = True
 
@@ -538,6 +598,8 @@ class DeliveryWorker:
 
     def _pick(self, now: int) -> tuple[list[tuple[str, int]], bool]:
         """The due lanes to claim now, and whether they are forced (a probe)."""
+        if self._operator_paused:
+            return [], False
         if self._paused is not None:
             if self._in_flight or now < self._probe_at:
                 return [], False
@@ -640,6 +702,8 @@ class DeliveryWorker:
 
     def _next_delay(self, now: int) -> float | None:
         """Seconds until something is due, or None to wait for a wake-up only."""
+        if self._operator_paused:
+            return None
         if self._paused is not None:
             if self._in_flight or self._peek_due() is None:
                 return None
@@ -674,7 +738,7 @@ class DeliveryWorker:
         verdict: Verdict | None = None
         try:
             verdict = await self._post(row)
-            head = await self._record(row, verdict)
+            head = await self._record(row, verdict, started)
         except Exception:
             log.exception("delivering %s failed unexpectedly; retrying in 5 s", row.event_id)
             head = LaneHead(row.lane, row.seq, now_ms(self._clock) + CRASH_RETRY_MS)
@@ -708,7 +772,7 @@ class DeliveryWorker:
             return Verdict("retry", None, f"{type(exc).__name__}: {exc}"[:EXCERPT_CHARS])
         return judge(response.status_code, response.headers, bytes(answer), now=self._clock())
 
-    async def _record(self, row: OutboxRow, verdict: Verdict) -> LaneHead | None:
+    async def _record(self, row: OutboxRow, verdict: Verdict, started: int) -> LaneHead | None:
         now = now_ms(self._clock)
         self.metrics.delivery(verdict.action, (now - (row.queued_at or row.created_at)) / 1000)
         status, next_at, failed = "pending", None, False
@@ -740,7 +804,7 @@ class DeliveryWorker:
                 delay = self._backoff.delay(row.failures + 1, verdict.retry_after)
             # Never later than the age limit, so an event is dead-lettered on time.
             next_at = min(now + int(delay * 1000), row.queued_at + self._max_age_ms)
-        answer = _Answer(row, status, verdict.status_code, verdict.error, next_at, failed)
+        answer = _Answer(row, status, verdict.status_code, verdict.error, next_at, failed, started)
         result: asyncio.Future[LaneHead | None] = asyncio.get_running_loop().create_future()
         self._answers.append((answer, result))
         if self._writer is None or self._writer.done():
@@ -777,6 +841,7 @@ class DeliveryWorker:
                 next_attempt_at=a.next_attempt_at,
                 failed=a.failed,
                 holder=holder,
+                started_at=a.started_at,
             )
             for a in answers
         ]

@@ -79,7 +79,7 @@ class _StoreCollector(Collector):
     def collect(self) -> Iterator[GaugeMetricFamily]:
         paused = GaugeMetricFamily(
             "connector_bridge_paused",
-            "1 while bridge delivery is paused (the host refused the credentials), else 0",
+            "1 while bridge delivery is paused (by an operator, or the host refused the credentials), else 0",
         )
         paused.add_metric([], 1.0 if self.bridge_paused() else 0.0)
         yield paused

@@ -2,6 +2,11 @@
 
 It owns one task per live connection (the driver's inbound loop, supervised: an unexpected crash
 is logged and the loop restarted after a pause) and one task per pairing session.
+
+Every change of a connection's status goes through :meth:`Runtime.change_status` (or the login
+transaction), which enqueues its ``connection.status`` event in the same transaction. A pairing
+that fails (``expired``, ``error``) moves a connection that never logged in from ``pairing`` to
+``error``, so it does not look like it is still pairing.
 """
 
 from __future__ import annotations
@@ -63,14 +68,7 @@ class DriverContext:
         """Change a running session; one that has ended (possibly on another replica: a scan,
         a cancel) stays as it ended, and the driver gets :class:`SessionClosedError`."""
         changes, _ = repaired(changes)  # vendor names and errors (see _text)
-
-        def work(conn: Any) -> SessionRecord:
-            current = self.store.sessions.get(conn, session_id)
-            if current is not None and current.is_terminal:
-                raise SessionClosedError(current)
-            return self.store.sessions.update(conn, session_id, **changes)
-
-        return await self.store.db.transaction(work)
+        return await self._runtime.update_session(session_id, **changes)
 
     def session_signal(self, session_id: str) -> asyncio.Event:
         """Set when the host acts on a session (a verify code); the driver clears it."""
@@ -265,20 +263,104 @@ class Runtime:
                 )
             await asyncio.sleep(self.SUPERVISOR_PAUSE_SECONDS)
 
+    def change_status(
+        self, conn: Any, connection_id: str, status: str, **changes: Any
+    ) -> ConnectionRecord:
+        """In a transaction: move a connection to ``status`` and enqueue its event."""
+        self.store.connections.lock(conn, connection_id)
+        before = self.store.connections.get(conn, connection_id)
+        if before is None:
+            raise KeyError(connection_id)
+        record = self.store.connections.update(conn, connection_id, status=status, **changes)
+        self.store.events.connection_status(conn, record, before.status)
+        return record
+
+    def outbox_changed(self) -> None:
+        """New events were committed: wake the delivery worker."""
+        for listener in self._outbox_listeners:
+            listener()
+
+    async def update_session(self, session_id: str, **changes: Any) -> SessionRecord:
+        """Update a session; a failed pairing also marks its never-connected connection."""
+
+        def work(conn: Any) -> tuple[SessionRecord, bool]:
+            current = self.store.sessions.get(conn, session_id)
+            if current is not None and current.is_terminal:
+                raise SessionClosedError(current)  # it ended as it ended, on any replica
+            session = self.store.sessions.update(conn, session_id, **changes)
+            if session.status not in ("expired", "error"):
+                return session, False
+            connection = self.store.connections.get(conn, session.connection_id)
+            if connection is None or connection.status != "pairing":
+                return session, False
+            self.change_status(
+                conn,
+                session.connection_id,
+                "error",
+                last_error=f"pairing {session.status}: {session.error or 'no reason given'}",
+            )
+            return session, True
+
+        session, changed = await self.store.db.transaction(work)
+        if changed:
+            self.outbox_changed()
+        return session
+
     async def set_status(
         self, connection_id: str, status: str, *, last_error: str | None = None
     ) -> ConnectionRecord:
-        changes: dict[str, Any] = {"status": status}
+        changes: dict[str, Any] = {}
         if last_error is not None or status == "connected":
             changes["last_error"] = last_error
-        record = await self.store.db.transaction(
-            lambda c: self.store.connections.update(c, connection_id, **changes)
-        )
+
+        def work(conn: Any) -> tuple[ConnectionRecord, bool]:
+            self.store.connections.lock(conn, connection_id)
+            current = self.store.connections.get(conn, connection_id)
+            if current is None:
+                raise KeyError(connection_id)
+            if current.status == "paused" and status != "auth_expired":
+                # An operator paused it: a loop still winding down must not undo that.
+                return current, False
+            return self.change_status(conn, connection_id, status, **changes), True
+
+        record, changed = await self.store.db.transaction(work)
+        if not changed:
+            self.stop_connection_nowait(connection_id)
+            return record
+        self.outbox_changed()
         if not record.is_live:
             self.stop_connection_nowait(connection_id)
         log.info(
             "connection %s is %s%s", connection_id, status, f" ({last_error})" if last_error else ""
         )
+        return record
+
+    async def resume(self, connection_id: str) -> ConnectionRecord | None:
+        """Resume a paused connection here (it takes the lease); None if it was not paused.
+
+        Raises :class:`KeyError` for an unknown connection, :class:`ValueError` for one that is
+        neither paused nor live.
+        """
+
+        def work(conn: Any) -> ConnectionRecord | None:
+            self.store.connections.lock(conn, connection_id)
+            current = self.store.connections.get(conn, connection_id)
+            if current is None:
+                raise KeyError(connection_id)
+            if current.is_live:
+                return None
+            if current.status != "paused":
+                raise ValueError(current.status)
+            self.store.replicas.grant(
+                conn, connection_id, self.settings.replica_id, until=self.leases.until()
+            )
+            return self.change_status(conn, connection_id, "connected", last_error=None)
+
+        record = await self.store.db.transaction(work)
+        if record is not None:
+            self.outbox_changed()
+            if record.kind in self.drivers:
+                self.start_connection(record)
         return record
 
     async def ingest(
@@ -440,6 +522,9 @@ class Runtime:
                     **login.metadata,
                 },
             )
+            self.store.events.connection_status(
+                conn, record, previous.status if previous is not None else "pairing"
+            )
             return record, repair
 
         session = await self.ctx.get_session(session_id)
@@ -464,6 +549,7 @@ class Runtime:
             "re-paired" if repair else "connected",
             login.account_id,
         )
+        self.outbox_changed()
         self.start_connection(record)
         return record
 

@@ -572,16 +572,27 @@ class Sender:
         code: str | None = None,
         detail: str | None = None,
     ) -> LedgerEntry:
-        return await self.store.db.transaction(
-            lambda c: self.store.ledger.set_status(
-                c,
+        """Record how a send ended; a deferred send that ends here also gets its
+        ``send.status`` event, in the same transaction."""
+
+        def work(conn: Connection) -> tuple[LedgerEntry, int]:
+            ended = self.store.ledger.set_status(
+                conn,
                 entry.request_id,
                 status,
                 http_status=http_status,
                 error_code=code,
                 error_detail=detail,
             )
-        )
+            events = (
+                self.store.events.send_status(conn, [ended]) if entry.status == "deferred" else 0
+            )
+            return ended, events
+
+        ended, events = await self.store.db.transaction(work)
+        if events:
+            self.runtime.outbox_changed()
+        return ended
 
     async def _defer(self, entry: LedgerEntry, reason: str) -> LedgerEntry:
         """Park the send until the peer writes again, keeping at most 3 per peer (newest)."""
@@ -592,7 +603,7 @@ class Sender:
                 for e in self.store.ledger.deferred_for(conn, entry.connection_id, entry.peer_id)
                 if e.request_id != entry.request_id
             ]
-            for old in waiting[: max(0, len(waiting) - (MAX_DEFERRED_PER_PEER - 1))]:
+            dropped = [
                 self.store.ledger.set_status(
                     conn,
                     old.request_id,
@@ -600,6 +611,10 @@ class Sender:
                     error_code="deferred_dropped",
                     error_detail=f"more than {MAX_DEFERRED_PER_PEER} sends were waiting for this peer",
                 )
+                for old in waiting[: max(0, len(waiting) - (MAX_DEFERRED_PER_PEER - 1))]
+            ]
+            if self.store.events.send_status(conn, dropped):
+                self.runtime.outbox_changed()  # a wake-up early is harmless
             return self.store.ledger.set_status(
                 conn,
                 entry.request_id,
@@ -692,9 +707,14 @@ class Sender:
         entries go in one pass without holding the database thread for long.
         """
         now = now_ms(self.runtime.clock)
-        expired = await self.store.db.transaction(
-            self.store.ledger.expire_deferred, now - DEFERRED_TTL_MS
-        )
+
+        def expire(conn: Connection) -> tuple[int, int]:
+            entries = self.store.ledger.expire_deferred(conn, now - DEFERRED_TTL_MS)
+            return len(entries), self.store.events.send_status(conn, entries)
+
+        expired, events = await self.store.db.transaction(expire)
+        if events:
+            self.runtime.outbox_changed()
         purged = 0
         for _ in range(PURGE_MAX_BATCHES):
             batch = await self.store.db.transaction(

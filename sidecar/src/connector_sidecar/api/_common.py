@@ -36,6 +36,8 @@ class Services:
     delivery: DeliveryWorker
     media: MediaCache
     readiness_checks: list[ReadinessCheck] = dataclasses.field(default_factory=list)
+    bridge_checks: list[ReadinessCheck] = dataclasses.field(default_factory=list)
+    phase: str = "starting"  # "starting", "serving", "stopping": set by the app's lifespan
 
 
 def services(request: Request) -> Services:

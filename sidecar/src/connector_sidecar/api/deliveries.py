@@ -3,7 +3,8 @@
 A replayed event keeps its place (its ``seq``) in its conversation: it becomes that lane's head
 again, so it goes before any later event of the same conversation that is still pending.
 Attempts restart at 0 and the age limit counts from the replay; ``createdAt`` keeps the time the
-event was first stored.
+event was first stored. Every POST of an event is listed by ``/deliveries/{eventId}/attempts``
+for as long as the event is kept (a replay adds to its history; it does not clear it).
 """
 
 from __future__ import annotations
@@ -14,9 +15,18 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from connector_contracts import DeliveryList, ReplayRequest, ReplayResult
+from connector_contracts import (
+    DeliveryAttempt,
+    DeliveryAttemptList,
+    DeliveryList,
+    ReplayRequest,
+    ReplayResult,
+    parse_timestamp,
+)
+from connector_sidecar._clock import iso_ms
 from connector_sidecar.api._common import json_response, services
 from connector_sidecar.problems import ApiProblem, field_problem, read_body, read_json
+from connector_sidecar.store._sql import Connection
 from connector_sidecar.views import delivery_view
 
 __all__ = ["routes"]
@@ -88,16 +98,62 @@ async def replay_many(request: Request) -> Response:
     """Re-queue every dead (or delivered) event, of one connection or of all."""
     svc = services(request)
     body = await read_json(request, ReplayRequest, empty_ok=True)
+    created_from = _time_field("from", body.from_)
+    created_to = _time_field("to", body.to)
     count = await svc.delivery.requeue(
         lambda c: svc.store.outbox.replay_many(
-            c, status=body.status, connection_id=body.connection_id or None
+            c,
+            status=body.status,
+            connection_id=body.connection_id or None,
+            created_from=created_from,
+            created_to=created_to,
         ),
     )
     return json_response(ReplayResult(replayed=count))
+
+
+def _time_field(name: str, value: str | None) -> int | None:
+    """An ISO-8601 time of the body as Unix milliseconds; a 422 naming the field if it is not one."""
+    if value is None or not value.strip():
+        return None
+    try:
+        return int(parse_timestamp(value.strip()).timestamp() * 1000)
+    except (ValueError, OverflowError):
+        raise field_problem(
+            f"$.{name}", "must be an ISO-8601 time such as 2026-01-01T00:00:00Z"
+        ) from None
+
+
+async def list_attempts(request: Request) -> Response:
+    """Every POST of one event: when, how long, the status code and an excerpt of the error."""
+    svc = services(request)
+    event_id = request.path_params["event_id"]
+
+    def work(conn: Connection) -> DeliveryAttemptList | None:
+        if svc.store.outbox.get(conn, event_id) is None:
+            return None
+        return DeliveryAttemptList(
+            items=[
+                DeliveryAttempt(
+                    attempt=a.attempt,
+                    at=iso_ms(a.at) or "",
+                    duration_ms=a.duration_ms,
+                    status_code=a.status_code,
+                    error=a.error,
+                )
+                for a in svc.store.outbox.attempts_of(conn, event_id)
+            ]
+        )
+
+    result = await svc.store.db.run(work)
+    if result is None:
+        raise ApiProblem(404, "delivery_not_found", f"no outbox event {event_id!r}")
+    return json_response(result)
 
 
 routes = [
     Route("/deliveries", list_deliveries, methods=["GET"]),
     Route("/deliveries/replay", replay_many, methods=["POST"]),
     Route("/deliveries/{event_id}/replay", replay_one, methods=["POST"]),
+    Route("/deliveries/{event_id}/attempts", list_attempts, methods=["GET"]),
 ]

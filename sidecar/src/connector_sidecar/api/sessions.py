@@ -58,6 +58,9 @@ async def start_session(request: Request) -> Response:
                 "connection_kind_conflict",
                 f"connection {body.connection_id!r} is a {connection.kind!r} connection",
             )
+        if connection is not None and connection.status == "error" and not connection.credentials:
+            # An earlier pairing failed before any login: this one is pairing it again.
+            svc.store.connections.update(conn, body.connection_id, status="pairing")
         session = SessionRecord(
             session_id=new_session_id(),
             kind=body.kind,

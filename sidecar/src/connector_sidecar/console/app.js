@@ -195,8 +195,12 @@ async function loadConnections() {
     if (c.status !== "logged_out") {
       actions.append(el("button", { type: "button", className: "small", onclick: () => logout(c.connectionId) }, "Logout"));
     }
-    // Hook: DELETE /connections/{id}, pause and resume get their buttons here once the
-    // sidecar has those routes.
+    if (c.status === "connected" || c.status === "reconnecting") {
+      actions.append(el("button", { type: "button", className: "small", onclick: () => operate(c.connectionId, "pause") }, "Pause"));
+    } else if (c.status === "paused") {
+      actions.append(el("button", { type: "button", className: "small", onclick: () => operate(c.connectionId, "resume") }, "Resume"));
+    }
+    actions.append(el("button", { type: "button", className: "small", onclick: () => removeConnection(c.connectionId) }, "Delete"));
     body.append(
       el("tr", { dataset: { connectionId: c.connectionId } },
         el("td", {}, el("code", {}, c.connectionId)),
@@ -219,6 +223,27 @@ async function logout(connectionId) {
     notice(`${connectionId} logged out.`);
   } catch (error) {
     notice(`Could not log out ${connectionId}: ${error.message}`, true);
+  }
+  refresh();
+}
+
+async function operate(connectionId, action) {
+  try {
+    const view = await api("POST", `connections/${encodeURIComponent(connectionId)}/${action}`, {});
+    notice(`${connectionId} is ${view.status}.`);
+  } catch (error) {
+    notice(`Could not ${action} ${connectionId}: ${error.message}`, true);
+  }
+  refresh();
+}
+
+async function removeConnection(connectionId) {
+  if (!confirm(`Delete ${connectionId}? It is logged out and forgotten; accepted events are still delivered.`)) return;
+  try {
+    await api("DELETE", `connections/${encodeURIComponent(connectionId)}`);
+    notice(`${connectionId} deleted.`);
+  } catch (error) {
+    notice(`Could not delete ${connectionId}: ${error.message}`, true);
   }
   refresh();
 }

@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
 from connector_sidecar._clock import Clock
+from connector_sidecar.store.bridge import BridgeState
 from connector_sidecar.store.connections import ConnectionRecord, Connections
 from connector_sidecar.store.db import Database, database_for
 from connector_sidecar.store.errors import DatabaseLockedError, SchemaTooNewError, StoreError
+from connector_sidecar.store.events import LifecycleEvents
 from connector_sidecar.store.ledger import LedgerEntry, SendLedger
 from connector_sidecar.store.media import MediaRecord, MediaTable
 from connector_sidecar.store.outbox import (
@@ -21,6 +25,7 @@ from connector_sidecar.store.sqlite import SqliteDatabase
 from connector_sidecar.store.state import ConnectionState
 
 __all__ = [
+    "BridgeState",
     "ConnectionRecord",
     "ConnectionState",
     "Connections",
@@ -29,6 +34,7 @@ __all__ = [
     "EnqueueResult",
     "InboundMessage",
     "LedgerEntry",
+    "LifecycleEvents",
     "MediaRecord",
     "MediaTable",
     "Outbox",
@@ -50,7 +56,9 @@ __all__ = [
 class Store:
     """The database and one query object per table, sharing one clock."""
 
-    def __init__(self, db: Database, clock: Clock) -> None:
+    def __init__(
+        self, db: Database, clock: Clock, *, event_types: Iterable[str] = ("message",)
+    ) -> None:
         self.db = db
         self.clock = clock
         self.connections = Connections(clock)
@@ -60,3 +68,5 @@ class Store:
         self.state = ConnectionState(clock)
         self.replicas = Replicas()
         self.media = MediaTable(clock)
+        self.events = LifecycleEvents(clock, event_types)
+        self.bridge = BridgeState(clock)

@@ -82,6 +82,11 @@ class Connections:
             (connection_id,),
         ).fetchall()
 
+    def delete(self, conn: Connection, connection_id: str) -> bool:
+        """Remove the connection and its login; its outbox events stay, to be delivered."""
+        cursor = conn.execute("DELETE FROM connections WHERE connection_id = ?", (connection_id,))
+        return cursor.rowcount == 1
+
     def update(self, conn: Connection, connection_id: str, **changes: Any) -> ConnectionRecord:
         return update_row(
             conn,

@@ -295,14 +295,26 @@ class SendLedger:
         )
         return [_row(r) for r in rows]
 
-    def expire_deferred(self, conn: Connection, older_than_ms: int) -> int:
-        cursor = conn.execute(
-            "UPDATE send_ledger SET status = 'expired', error_code = 'deferred_expired',"
-            " error_detail = 'the peer did not write again within 24 h', updated_at = ?"
-            " WHERE status = 'deferred' AND created_at < ?",
-            (now_ms(self.clock), older_than_ms),
-        )
-        return cursor.rowcount
+    def expire_deferred(self, conn: Connection, older_than_ms: int) -> list[LedgerEntry]:
+        """Expire the deferred sends created before ``older_than_ms`` that no replica is
+        flushing; returns them as they are now (``expired``)."""
+        rows = conn.execute(
+            "SELECT request_id FROM send_ledger WHERE status = 'deferred' AND created_at < ?"
+            " AND owner IS NULL FOR UPDATE",
+            (older_than_ms,),
+        ).fetchall()
+        expired: list[LedgerEntry] = []
+        for (request_id,) in rows:
+            cursor = conn.execute(
+                "UPDATE send_ledger SET status = 'expired', error_code = 'deferred_expired',"
+                " error_detail = 'the peer did not write again within 24 h', updated_at = ?"
+                " WHERE request_id = ? AND status = 'deferred'",
+                (now_ms(self.clock), request_id),
+            )
+            entry = self.get(conn, request_id) if cursor.rowcount == 1 else None
+            if entry is not None:
+                expired.append(entry)
+        return expired
 
     def purge(self, conn: Connection, older_than_ms: int, *, limit: int = 500) -> int:
         """Delete entries not touched since ``older_than_ms`` (at least 24 h ago), ``limit`` at most.

@@ -201,6 +201,31 @@ ALTER TABLE send_ledger ADD COLUMN parts TEXT NOT NULL DEFAULT '{}';
 ALTER TABLE sim_sent ADD COLUMN attachment TEXT
 """
 
+# Operating it (v1.1). ``delivery_attempts`` keeps every POST of an event (written in the
+# transaction that records its answer), as long as the event itself. ``bridge_state`` holds what
+# every replica must agree on, such as an operator's pause of delivery. ``dead_at`` is when an
+# event was dead-lettered, for DEAD_RETENTION_SECONDS; for the dead letters before this
+# migration, their last schedule is the best guess.
+_0005_operating = """
+CREATE TABLE delivery_attempts (
+    id          INTEGER PRIMARY KEY AUTOINCREMENT,
+    event_id    TEXT NOT NULL,
+    attempt     INTEGER NOT NULL,
+    at          INTEGER NOT NULL,
+    duration_ms INTEGER NOT NULL,
+    status_code INTEGER,
+    error       TEXT
+);
+CREATE INDEX delivery_attempts_by_event ON delivery_attempts (event_id, id);
+CREATE TABLE bridge_state (
+    key        TEXT PRIMARY KEY,
+    value      TEXT NOT NULL,
+    updated_at INTEGER NOT NULL
+);
+ALTER TABLE outbox ADD COLUMN dead_at INTEGER;
+UPDATE outbox SET dead_at = next_attempt_at WHERE status = 'dead'
+"""
+
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(1, _0001_initial),
     Migration(2, _0002_outbox_failures_queued_at),
@@ -210,4 +235,5 @@ MIGRATIONS: tuple[Migration, ...] = (
         postgres_ddl(_0003_replicas),
     ),
     Migration(4, _0004_media),
+    Migration(5, _0005_operating),
 )

@@ -23,7 +23,7 @@ from typing import Any
 
 import msgspec
 
-from connector_contracts import BridgeEvent, format_timestamp
+from connector_contracts import AnyBridgeEvent, BridgeEvent, decode_bridge_event, format_timestamp
 from connector_sidecar._clock import Clock, now_ms
 from connector_sidecar.store._sql import Connection
 from connector_sidecar.store.connections import ConnectionRecord
@@ -31,6 +31,7 @@ from connector_sidecar.store.replicas import Holder
 
 __all__ = [
     "BUSY_RETRY_MS",
+    "AttemptRecord",
     "Claim",
     "EnqueueResult",
     "InboundMessage",
@@ -43,7 +44,6 @@ __all__ = [
 ]
 
 _encoder = msgspec.json.Encoder()
-_event_decoder = msgspec.json.Decoder(BridgeEvent)
 
 
 def event_id_for(connection_id: str, message_id: str) -> str:
@@ -86,7 +86,7 @@ class OutboxRow:
     lane: str
     status: str
     attempts: int
-    event: BridgeEvent
+    event: AnyBridgeEvent
     created_at: int
     next_attempt_at: int
     delivered_at: int | None
@@ -106,6 +106,7 @@ class LaneHead:
 
 
 BUSY_RETRY_MS = 1000
+_ATTEMPT_ERROR_CHARS = 500
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -124,6 +125,17 @@ class Claim:
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
+class AttemptRecord:
+    """One POST of an event: when it started, how long it took, what the host answered."""
+
+    attempt: int
+    at: int
+    duration_ms: int
+    status_code: int | None
+    error: str | None
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
 class PurgeBatch:
     deleted: int
     scanned: int
@@ -138,7 +150,7 @@ def _row(row: Any) -> OutboxRow:
         lane=row["lane"],
         status=row["status"],
         attempts=row["attempts"],
-        event=_event_decoder.decode(row["payload"]),
+        event=decode_bridge_event(row["payload"]),
         created_at=row["created_at"],
         next_attempt_at=row["next_attempt_at"],
         delivered_at=row["delivered_at"],
@@ -302,7 +314,7 @@ class Outbox:
             if max_age_ms is not None and now - row.queued_at >= max_age_ms:
                 cursor = conn.execute(
                     _EXPIRE_HEAD,
-                    (_expired_error(row, max_age_ms), row.seq, *holder.free_params()),
+                    (now, _expired_error(row, max_age_ms), row.seq, *holder.free_params()),
                 )
                 if cursor.rowcount == 0:
                     return self._busy(lane, row, now, expired)
@@ -341,19 +353,34 @@ class Outbox:
         next_attempt_at: int | None = None,
         failed: bool = False,
         holder: Holder | None = None,
+        started_at: int | None = None,
     ) -> LaneHead | None:
         """Record the answer to one attempt and end its claim; return the lane's head afterwards.
 
         ``status`` ``delivered`` or ``dead`` ends the event; ``pending`` reschedules it at
         ``next_attempt_at`` (it stays the head of its lane), counting a failure when ``failed``.
-        An answer that comes after another replica took the claim over changes nothing.
+        An answer that comes after another replica took the claim over changes nothing to the
+        event. The attempt itself (started at ``started_at``) goes to its history either way.
         """
         now = now_ms(self.clock)
         mine = (holder or Holder.local()).replica_id
+        if started_at is not None:
+            conn.execute(
+                "INSERT INTO delivery_attempts (event_id, attempt, at, duration_ms, status_code,"
+                " error) VALUES (?, ?, ?, ?, ?, ?)",
+                (
+                    row.event_id,
+                    row.attempts,
+                    started_at,
+                    max(0, now - started_at),
+                    status_code,
+                    error[:_ATTEMPT_ERROR_CHARS] if error else None,
+                ),
+            )
         if status == "delivered":
             conn.execute(_FINISH_DELIVERED, (now, status_code, row.seq, mine))
         elif status == "dead":
-            conn.execute(_FINISH_DEAD, (status_code, error, row.seq, mine))
+            conn.execute(_FINISH_DEAD, (now, status_code, error, row.seq, mine))
         elif status == "pending":
             next_at = next_attempt_at if next_attempt_at is not None else now
             conn.execute(_FINISH_PENDING, (next_at, status_code, error, int(failed), row.seq, mine))
@@ -387,19 +414,41 @@ class Outbox:
         assert after is not None
         return row.status, after
 
-    def replay_many(self, conn: Connection, *, status: str, connection_id: str | None) -> int:
-        """Re-queue every ``status`` (dead or delivered) event, of one connection or all."""
+    def replay_many(
+        self,
+        conn: Connection,
+        *,
+        status: str,
+        connection_id: str | None,
+        created_from: int | None = None,
+        created_to: int | None = None,
+    ) -> int:
+        """Re-queue every ``status`` (dead or delivered) event, of one connection or all, with
+        ``created_from <= createdAt < created_to`` when those are given."""
         if status not in ("dead", "delivered"):
             raise ValueError(f"only dead or delivered events can be replayed, not {status!r}")
         now = now_ms(self.clock)
-        if connection_id is None:
-            cursor = conn.execute(_REQUEUE + " WHERE status = ?", (now, now, status))
-        else:
-            cursor = conn.execute(
-                _REQUEUE + " WHERE connection_id = ? AND status = ?",
-                (now, now, connection_id, status),
-            )
+        clauses, params = ["status = ?"], [now, now, status]
+        if connection_id is not None:
+            clauses.append("connection_id = ?")
+            params.append(connection_id)
+        if created_from is not None:
+            clauses.append("created_at >= ?")
+            params.append(created_from)
+        if created_to is not None:
+            clauses.append("created_at < ?")
+            params.append(created_to)
+        cursor = conn.execute(f"{_REQUEUE} WHERE {' AND '.join(clauses)}", params)
         return cursor.rowcount
+
+    def attempts_of(self, conn: Connection, event_id: str) -> list[AttemptRecord]:
+        """Every recorded POST of one event, oldest first."""
+        rows = conn.execute(
+            "SELECT attempt, at, duration_ms, status_code, error FROM delivery_attempts"
+            " WHERE event_id = ? ORDER BY id",
+            (event_id,),
+        )
+        return [AttemptRecord(r[0], r[1], r[2], r[3], r[4]) for r in rows]
 
     def purge_delivered(
         self, conn: Connection, *, before: int, after_seq: int, limit: int
@@ -414,11 +463,32 @@ class Outbox:
             " ORDER BY seq LIMIT ?",
             (after_seq, limit),
         ).fetchall()
-        old = [(r[0],) for r in rows if r[1] is not None and r[1] < before]
-        conn.executemany("DELETE FROM outbox WHERE seq = ?", old)
+        old = [r[0] for r in rows if r[1] is not None and r[1] < before]
+        self._delete(conn, old)
         return PurgeBatch(
             deleted=len(old), scanned=len(rows), last_seq=rows[-1][0] if rows else None
         )
+
+    def purge_dead(self, conn: Connection, *, before: int, limit: int) -> int:
+        """Delete up to ``limit`` dead letters dead-lettered before ``before`` (their history too)."""
+        rows = conn.execute(
+            "SELECT seq FROM outbox WHERE status = 'dead' AND dead_at < ? ORDER BY seq LIMIT ?",
+            (before, limit),
+        ).fetchall()
+        self._delete(conn, [r[0] for r in rows])
+        return len(rows)
+
+    @staticmethod
+    def _delete(conn: Connection, seqs: list[int]) -> None:
+        """Delete events and their attempt history: the history lives as long as the event."""
+        if not seqs:
+            return
+        conn.executemany(
+            "DELETE FROM delivery_attempts WHERE event_id IN"
+            " (SELECT event_id FROM outbox WHERE seq = ?)",
+            [(s,) for s in seqs],
+        )
+        conn.executemany("DELETE FROM outbox WHERE seq = ?", [(s,) for s in seqs])
 
     def status_counts(self, conn: Connection, connection_id: str | None = None) -> dict[str, int]:
         """How many events are pending, delivered and dead (of one connection, or all)."""
@@ -462,7 +532,7 @@ _UNCLAIMED = (
     " OR claimed_by NOT IN (SELECT replica_id FROM replicas WHERE seen_at > ?))"
 )
 _EXPIRE_HEAD = (
-    "UPDATE outbox SET status = 'dead', last_error = ?, claimed_by = NULL, claim_until = NULL"  # noqa: S608 - constant clauses
+    "UPDATE outbox SET status = 'dead', dead_at = ?, last_error = ?, claimed_by = NULL, claim_until = NULL"  # noqa: S608 - constant clauses
     " WHERE seq = ? AND " + _UNCLAIMED
 )
 # An answer ends the claim; one that comes after another replica took the claim over is dropped.
@@ -474,7 +544,10 @@ _FINISH_DELIVERED = (
     "UPDATE outbox SET status = 'delivered', delivered_at = ?, last_status_code = ?,"  # noqa: S608 - constant clauses
     " last_error = NULL" + _FINISH
 )
-_FINISH_DEAD = "UPDATE outbox SET status = 'dead', last_status_code = ?, last_error = ?" + _FINISH  # noqa: S608 - constant clauses
+_FINISH_DEAD = (
+    "UPDATE outbox SET status = 'dead', dead_at = ?, last_status_code = ?, last_error = ?"  # noqa: S608 - constant clauses
+    + _FINISH
+)
 _FINISH_PENDING = (
     "UPDATE outbox SET next_attempt_at = ?, last_status_code = ?, last_error = ?,"  # noqa: S608 - constant clauses
     " failures = failures + ?" + _FINISH
