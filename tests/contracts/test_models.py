@@ -457,5 +457,10 @@ def test_event_types_decode_by_their_type_field() -> None:
 def test_replay_request_takes_a_created_at_range() -> None:
     """``from`` (a Python keyword) is spelled ``from`` on the wire."""
     body = decode(b'{"from": "2026-01-01T00:00:00Z", "to": "2026-01-02T00:00:00Z"}', ReplayRequest)
-    assert (body.from_, body.to) == ("2026-01-01T00:00:00Z", "2026-01-02T00:00:00Z")
+    assert body.from_ is not None
+    assert body.to is not None
+    assert (body.from_.isoformat(), body.to.isoformat()) == (
+        "2026-01-01T00:00:00+00:00",
+        "2026-01-02T00:00:00+00:00",
+    )
     assert json.loads(encode(body))["from"] == "2026-01-01T00:00:00Z"

@@ -8,6 +8,7 @@ fields in *requests* are Literals, so a bad value is a 422 naming the field.
 
 from __future__ import annotations
 
+import datetime
 from typing import Annotated, Any, Literal
 
 import msgspec
@@ -400,10 +401,12 @@ class DeliveryList(Wire):
 class ReplayRequest(Wire):
     connection_id: str | None = None
     status: Literal["dead", "delivered"] = "dead"
-    from_: Annotated[str | None, msgspec.Meta(description="createdAt at or after (ISO-8601)")] = (
-        msgspec.field(default=None, name="from")
-    )
-    to: Annotated[str | None, msgspec.Meta(description="createdAt before (ISO-8601)")] = None
+    from_: Annotated[
+        datetime.datetime | None, msgspec.Meta(description="createdAt at or after (RFC 3339)")
+    ] = msgspec.field(default=None, name="from")
+    to: Annotated[
+        datetime.datetime | None, msgspec.Meta(description="createdAt before (RFC 3339)")
+    ] = None
 
 
 class DeliveryAttempt(Wire):

@@ -61,8 +61,8 @@ ROUTES: tuple[Route, ...] = (
         query=(
             (
                 "strict",
-                "true: bridge trouble fails readiness too",
-                {"type": "string", "enum": ["true", "false"]},
+                "true (or 1, yes): bridge trouble fails readiness too; anything else: it does not",
+                {"type": "string"},
             ),
         ),
     ),
@@ -460,6 +460,12 @@ def build_openapi(*, version: str = "1.0.0", server_url: str | None = None) -> d
     _, components = msgspec.json.schema_components(
         sorted(types, key=lambda t: t.__name__), ref_template="#/components/schemas/{name}"
     )
+    if "Attachment" in components:
+        # What a Struct cannot say: exactly one source per attachment.
+        components["Attachment"]["oneOf"] = [
+            {"required": [source], "properties": {source: {"type": "string", "minLength": 1}}}
+            for source in ("data", "url", "mediaId")
+        ]
 
     paths: dict[str, dict[str, Any]] = {}
     for route in ROUTES:

@@ -567,16 +567,25 @@ class SidecarClient:
         *,
         connection_id: str | None = None,
         status: Literal["dead", "delivered"] = "dead",
-        created_from: str | None = None,
-        created_to: str | None = None,
+        created_from: datetime | str | None = None,
+        created_to: datetime | str | None = None,
     ) -> ReplayResult:
         """Re-queue every dead (or delivered) event, optionally of one connection, and with
-        ``created_from <= createdAt < created_to`` (ISO-8601 times) when given."""
+        ``created_from <= createdAt < created_to`` (datetimes, or RFC 3339 strings) when given."""
         body: dict[str, Any] = {"connectionId": connection_id, "status": status}
         if created_from is not None or created_to is not None:
             # Sent only when given: the body stays what it was for every other call.
             request = ReplayRequest(
-                connection_id=connection_id, status=status, from_=created_from, to=created_to
+                connection_id=connection_id,
+                status=status,
+                from_=_as_datetime(created_from),
+                to=_as_datetime(created_to),
             )
             body = msgspec.to_builtins(request)
         return await self._call("POST", "/deliveries/replay", ReplayResult, body=body, retry=False)
+
+
+def _as_datetime(value: datetime | str | None) -> datetime | None:
+    if isinstance(value, str):
+        return datetime.fromisoformat(value.replace("Z", "+00:00"))
+    return value

@@ -121,6 +121,12 @@ async def logout(request: Request) -> Response:
     return json_response(LogoutResult(ok=True))
 
 
+async def _connection(request: Request) -> Response:
+    if request.method == "DELETE":
+        return await delete_connection(request)
+    return await get_connection(request)
+
+
 async def get_connection(request: Request) -> Response:
     svc = services(request)
     return json_response(await _view(svc, request.path_params["connection_id"]))
@@ -206,8 +212,8 @@ async def resume_connection(request: Request) -> Response:
 
 routes = [
     Route("/connections", list_connections, methods=["GET"]),
-    Route("/connections/{connection_id}", get_connection, methods=["GET"]),
-    Route("/connections/{connection_id}", delete_connection, methods=["DELETE"]),
+    # One route for both methods, so a 405 there names both in its Allow header.
+    Route("/connections/{connection_id}", _connection, methods=["GET", "DELETE"]),
     Route("/connections/{connection_id}/logout", logout, methods=["POST"]),
     Route("/connections/{connection_id}/pause", pause_connection, methods=["POST"]),
     Route("/connections/{connection_id}/resume", resume_connection, methods=["POST"]),

@@ -9,6 +9,7 @@ for as long as the event is kept (a replay adds to its history; it does not clea
 
 from __future__ import annotations
 
+import datetime
 import re
 
 from starlette.requests import Request
@@ -21,7 +22,6 @@ from connector_contracts import (
     DeliveryList,
     ReplayRequest,
     ReplayResult,
-    parse_timestamp,
 )
 from connector_sidecar._clock import iso_ms
 from connector_sidecar.api._common import json_response, services
@@ -112,16 +112,13 @@ async def replay_many(request: Request) -> Response:
     return json_response(ReplayResult(replayed=count))
 
 
-def _time_field(name: str, value: str | None) -> int | None:
-    """An ISO-8601 time of the body as Unix milliseconds; a 422 naming the field if it is not one."""
-    if value is None or not value.strip():
+def _time_field(name: str, value: datetime.datetime | None) -> int | None:
+    """A time of the body as Unix milliseconds (one without a zone is UTC)."""
+    if value is None:
         return None
-    try:
-        return int(parse_timestamp(value.strip()).timestamp() * 1000)
-    except (ValueError, OverflowError):
-        raise field_problem(
-            f"$.{name}", "must be an ISO-8601 time such as 2026-01-01T00:00:00Z"
-        ) from None
+    if value.tzinfo is None:
+        value = value.replace(tzinfo=datetime.UTC)
+    return int(value.timestamp() * 1000)
 
 
 async def list_attempts(request: Request) -> Response:
