@@ -5,7 +5,12 @@ from __future__ import annotations
 from connector_sidecar._clock import Clock
 from connector_sidecar.store.connections import ConnectionRecord, Connections
 from connector_sidecar.store.db import Database, database_for
-from connector_sidecar.store.errors import DatabaseLockedError, SchemaTooNewError, StoreError
+from connector_sidecar.store.errors import (
+    DatabaseLockedError,
+    SchemaTooNewError,
+    StorageUnavailableError,
+    StoreError,
+)
 from connector_sidecar.store.ledger import LedgerEntry, SendLedger
 from connector_sidecar.store.outbox import (
     EnqueueResult,
@@ -36,6 +41,7 @@ __all__ = [
     "SessionRecord",
     "Sessions",
     "SqliteDatabase",
+    "StorageUnavailableError",
     "Store",
     "StoreError",
     "database_for",
