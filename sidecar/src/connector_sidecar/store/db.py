@@ -21,9 +21,9 @@ from typing import Any, Protocol, TypeVar
 
 from connector_sidecar.store._health import StorageHealth
 from connector_sidecar.store.errors import DatabaseLockedError
-from connector_sidecar.store.sqlite import SqliteDatabase, check_unlocked
+from connector_sidecar.store.sqlite import SqliteDatabase
 
-__all__ = ["Database", "DatabaseLockedError", "check_unlocked", "database_for"]
+__all__ = ["Database", "DatabaseLockedError", "database_for"]
 
 T = TypeVar("T")
 

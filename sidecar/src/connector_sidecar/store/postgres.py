@@ -81,8 +81,8 @@ def _clean(value: Any) -> Any:
 
 
 def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return text.splitlines()[-1].strip() if text else type(exc).__name__
+    text = str(exc).strip()  # psycopg's first line says what failed; the next ones are hints
+    return text.splitlines()[0].strip() if text else type(exc).__name__
 
 
 def _connect_once(url: str) -> psycopg.Connection[Any]:

@@ -55,7 +55,7 @@ from connector_sidecar.store.errors import (
 )
 from connector_sidecar.store.migrations import MIGRATIONS
 
-__all__ = ["MAX_GROUP", "SqliteDatabase", "check_unlocked"]
+__all__ = ["MAX_GROUP", "SqliteDatabase"]
 
 log = logging.getLogger("connector_sidecar.store.db")
 T = TypeVar("T")
@@ -345,19 +345,6 @@ def _fault(exc: sqlite3.Error) -> str | None:
 def _rewrite_version(conn: _SqliteConnection) -> None:
     version = conn.raw.execute("PRAGMA user_version").fetchone()[0]
     conn.raw.execute(f"PRAGMA user_version = {int(version)}")
-
-
-def check_unlocked(path: Path) -> None:
-    """Raise :class:`DatabaseLockedError` if another process owns the database at ``path``.
-
-    A check before serving, so the CLI can refuse in one line instead of a start-up traceback;
-    :meth:`SqliteDatabase.open` still takes the lock for real.
-    """
-    if not path.parent.is_dir():
-        return
-    probe = SqliteDatabase(path)
-    probe._take_lock()
-    probe._release_lock()
 
 
 def _migrate(conn: sqlite3.Connection) -> None:
