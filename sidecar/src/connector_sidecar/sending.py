@@ -4,7 +4,16 @@ One logical send runs at most once at a time in this process (the data directory
 this the only process): a repeat that arrives while it runs waits for it, briefly, and gets the
 same answer marked ``duplicate``; a repeat that waits too long gets 409 ``request_in_progress``.
 The ledger row is written before the first vendor call and after every accepted chunk, so after
-a crash or a 503 the next attempt continues after the chunks already sent.
+a crash or a 503 the next attempt continues after the chunks already sent. The last chunk and
+the final status are one commit.
+
+The crash window: a SIGKILL after the vendor accepted a chunk and before its commit leaves the
+chunk unrecorded. The ledger marks each chunk as tried before its vendor call (in the commit
+before it, at no extra cost), so the resumed send knows which chunk may have gone out; it asks
+the driver (``Driver.find_sent``: the sim answers by vendor key) and records the vendor's id
+instead of posting again. Where the vendor cannot be asked, the chunk is posted again with the
+same vendor key (Feishu's ``uuid`` makes that no new message within an hour; WeChat's
+``client_id`` is not known to be deduplicated): README "When storage fails".
 """
 
 from __future__ import annotations
@@ -391,6 +400,7 @@ class Sender:
         peer_wrote: Callable[[], bool],
     ) -> SendOutcome:
         request = entry.request
+        may_be_sent = entry.next_chunk_may_be_sent  # only the first chunk of this run can be
         for index in range(len(entry.provider_ids), len(chunks)):
             chunk = OutboundChunk(
                 request_id=request.request_id,
@@ -402,8 +412,11 @@ class Sender:
                 message_type=request.message_type,
                 reply_to_message_id=request.reply_to_message_id,
             )
+            provider_id = await self._find_sent(driver, connection, chunk) if may_be_sent else None
+            may_be_sent = False
             try:
-                provider_id = await self._send_chunk(driver, connection, chunk)
+                if provider_id is None:
+                    provider_id = await self._send_chunk(driver, connection, chunk)
             except RejectedSendError as exc:
                 entry = await self._set_status(
                     entry, "failed", http_status=502, code=exc.code, detail=str(exc)
@@ -439,11 +452,47 @@ class Sender:
                     headers={"Retry-After": str(_retry_after(exc))},
                     request_id=request.request_id,
                 ) from None
+            if index == len(chunks) - 1:
+                entry = await self.store.db.transaction(
+                    self._record_last, request.request_id, index, provider_id
+                )
+                return _stored_result(entry, duplicate=False)
             entry = await self.store.db.transaction(
-                self.store.ledger.record_chunk, request.request_id, index, provider_id
+                lambda c, i=index, p=provider_id: self.store.ledger.record_chunk(
+                    c, request.request_id, i, p, next_tried=True
+                )
             )
-        entry = await self._set_status(entry, "sent")
+        entry = await self._set_status(entry, "sent")  # every chunk was recorded already
         return _stored_result(entry, duplicate=False)
+
+    def _record_last(
+        self, conn: Connection, request_id: str, index: int, provider_id: str
+    ) -> LedgerEntry:
+        """The last chunk and the final status, in one commit."""
+        self.store.ledger.record_chunk(conn, request_id, index, provider_id)
+        return self.store.ledger.set_status(conn, request_id, "sent")
+
+    async def _find_sent(
+        self, driver: Driver, connection: ConnectionRecord, chunk: OutboundChunk
+    ) -> str | None:
+        """Ask the vendor about a chunk an interrupted attempt handed over, answer unrecorded."""
+        found = await driver.find_sent(connection, chunk)
+        if found is not None:
+            log.info(
+                "send %s: chunk %d reached the vendor before an interruption (%s); not posting"
+                " it again",
+                chunk.request_id,
+                chunk.index + 1,
+                found,
+            )
+        else:
+            log.warning(
+                "send %s: chunk %d may have reached the vendor before an interruption; posting"
+                " it again with the same vendor key",
+                chunk.request_id,
+                chunk.index + 1,
+            )
+        return found
 
     async def _send_chunk(
         self, driver: Driver, connection: ConnectionRecord, chunk: OutboundChunk
@@ -500,6 +549,8 @@ class Sender:
                     error_code="deferred_dropped",
                     error_detail=f"more than {MAX_DEFERRED_PER_PEER} sends were waiting for this peer",
                 )
+            # The vendor answered "not now" for the next chunk: it did not post it.
+            self.store.ledger.set_tried(conn, entry.request_id, len(entry.provider_ids))
             return self.store.ledger.set_status(
                 conn,
                 entry.request_id,
@@ -564,9 +615,7 @@ class Sender:
             if driver is None:
                 break
             chunks = await _split_for(driver, entry.request)
-            owned = await self.store.db.transaction(
-                self.store.ledger.own, entry.request_id, self._holder(), "deferred"
-            )
+            owned = await self.store.db.transaction(self._own_deferred, entry, self._holder())
             if not owned:
                 continue  # another replica is flushing it
             try:
@@ -582,6 +631,12 @@ class Sender:
                 break
             sent += 1
         return sent
+
+    def _own_deferred(self, conn: Connection, entry: LedgerEntry, holder: Holder) -> bool:
+        owned = self.store.ledger.own(conn, entry.request_id, holder, "deferred")
+        if owned:
+            self.store.ledger.mark_next_tried(conn, entry)
+        return owned
 
     # -- housekeeping -----------------------------------------------------------------------------
 

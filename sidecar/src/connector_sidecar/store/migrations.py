@@ -173,6 +173,12 @@ CREATE TABLE replicas (
 CREATE INDEX connections_by_lease ON connections (lease_owner)
 """
 
+# How many chunks of a send were handed to the vendor at least once: a chunk below this number
+# and past ``provider_ids`` may have reached the vendor without its answer being recorded.
+_0004_chunks_tried = """
+ALTER TABLE send_ledger ADD COLUMN chunks_tried INTEGER NOT NULL DEFAULT 0
+"""
+
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(1, _0001_initial),
     Migration(2, _0002_outbox_failures_queued_at),
@@ -181,4 +187,5 @@ MIGRATIONS: tuple[Migration, ...] = (
         _0003_replicas + ";\nUPDATE send_ledger SET seq = rowid",
         postgres_ddl(_0003_replicas),
     ),
+    Migration(4, _0004_chunks_tried),
 )
