@@ -168,3 +168,30 @@ async def test_a_storage_failure_is_a_503_until_a_write_succeeds_again(
         assert after.status_code == 202, after.text
         accepted.add(after.json()["eventId"])
         assert await stored_event_ids(sidecar) == accepted
+
+
+async def test_a_replica_cut_off_past_its_lease_stops_its_inbound_loops(
+    store_backend: str, make_sidecar: SidecarFactory, fault: tuple[Fault, dict[str, Any]]
+) -> None:
+    """PostgreSQL unreachable for longer than the lease: the replica stops the inbound loops
+    others may now hold; once it can renew, it runs again what it still holds."""
+    if store_backend == "sqlite":
+        pytest.skip("SQLite is one process: no other replica can take a connection over")
+    breaker, settings = fault
+    async with make_sidecar(lease_seconds=3.0, **settings) as sidecar:
+        await sidecar.pair()
+        runtime = sidecar.app.state.services.runtime
+        assert runtime.running_connections() == {"conn_1"}
+
+        breaker.break_()
+
+        async def stopped() -> bool:
+            return not runtime.running_connections()
+
+        await until(stopped, timeout=60, what="the inbound loop to stop")
+        breaker.repair()
+
+        async def running_again() -> bool:
+            return bool(runtime.running_connections() == {"conn_1"})
+
+        await until(running_again, timeout=60, what="the inbound loop to start again")
