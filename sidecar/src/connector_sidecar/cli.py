@@ -84,7 +84,10 @@ def serve(settings: Settings) -> int:
         return _cannot_start(f"cannot listen on {settings.host}:{settings.port}: {_why(exc)}")
     config.bind = [f"fd://{listener.detach()}"]
 
+    started = False
+
     async def run() -> None:
+        nonlocal started
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
@@ -93,18 +96,22 @@ def serve(settings: Settings) -> int:
         # The lifespan runs here, around the server, so its failure arrives as the exception
         # itself (hypercorn would hand over only the traceback's text).
         async with app.router.lifespan_context(app):
+            started = True
             await hypercorn_serve(_serving_only(app), config, shutdown_trigger=stop.wait)  # type: ignore[arg-type]
 
     from connector_sidecar.store import StoreError
 
     try:
         asyncio.run(run())
-    except StoreError as exc:
-        return _cannot_start(str(exc))
-    except OSError as exc:
-        return _cannot_start(_why(exc))
     except Exception as exc:
-        return _cannot_start(f"{type(exc).__name__}: {exc}")
+        cause = (
+            str(exc) if isinstance(exc, StoreError | OSError) else f"{type(exc).__name__}: {exc}"
+        )
+        if started:
+            log.debug("the sidecar failed", exc_info=True)
+            log.error("the sidecar stopped: %s", cause)
+            return 1
+        return _cannot_start(cause)
     return 0
 
 
