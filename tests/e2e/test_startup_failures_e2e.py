@@ -180,14 +180,17 @@ def test_two_sidecars_started_at_once_one_serves_one_refuses(
             ]
             return exited or None
 
-        [loser] = wait_until(one_exited, timeout=60, what="one of the two sidecars to give up")
+        exited = wait_until(one_exited, timeout=60, what="one of the two sidecars to give up")
+        logs = f"first:\n{first.log_tail(200)}\nsecond:\n{second.log_tail(200)}"
+        assert len(exited) == 1, logs
+        [loser] = exited
         winner = second if loser is first else first
         winner.wait_healthy(timeout=60)
         output = loser.log_tail(200)
         assert loser.proc is not None
-        assert loser.proc.returncode == 1, output
-        assert "Traceback" not in output, output
-        assert "cannot start: another sidecar is already using" in output, output
+        assert loser.proc.returncode == 1, logs
+        assert "Traceback" not in output, logs
+        assert "cannot start: another sidecar is already using" in output, logs
         assert httpx.get(f"{winner.url}/healthz", timeout=5).status_code == 200
     finally:
         second.terminate()
