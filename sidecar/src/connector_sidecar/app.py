@@ -2,6 +2,11 @@
 
 The lifespan opens the store, starts the drivers of live connections, the delivery worker and
 housekeeping, and stops them in reverse order.
+
+A storage failure under any route (disk full, PostgreSQL gone) is one exception,
+:class:`StorageUnavailableError`, answered by one handler here: 503 ``storage_unavailable`` with
+``Retry-After``. ``/readyz`` says 503 from then until a write succeeds again; while the storage
+is down a probe tries one small write every :data:`STORAGE_PROBE_SECONDS`.
 """
 
 from __future__ import annotations
@@ -45,13 +50,14 @@ from connector_sidecar.metrics import Metrics
 from connector_sidecar.problems import ApiProblem, problem_response
 from connector_sidecar.runtime import Runtime
 from connector_sidecar.sending import Sender
-from connector_sidecar.store import Store, database_for
+from connector_sidecar.store import Database, StorageUnavailableError, Store, database_for
 
 __all__ = ["create_app"]
 
 log = logging.getLogger(__name__)
 HOUSEKEEPING_SECONDS = 600.0
 SHUTDOWN_GRACE_SECONDS = 5.0  # for sends and bridge POSTs in flight; hypercorn allows 10 s
+STORAGE_PROBE_SECONDS = 2.0
 
 
 class BearerAuth:
@@ -109,6 +115,18 @@ async def _http_exception(request: Request, exc: Exception) -> Response:
     return problem_response(ApiProblem(exc.status_code, code, exc.detail, headers=exc.headers))
 
 
+async def _storage_unavailable(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, StorageUnavailableError)
+    return problem_response(
+        ApiProblem(
+            503,
+            "storage_unavailable",
+            f"{exc.reason}; nothing of this request was stored, retry later",
+            headers={"Retry-After": str(exc.retry_after)},
+        )
+    )
+
+
 async def _unexpected(request: Request, exc: Exception) -> Response:
     log.exception("unexpected error on %s %s", request.method, request.url.path, exc_info=exc)
     return problem_response(
@@ -153,6 +171,7 @@ def create_app(
         media=media_cache,
     )
     svc.bridge_checks.append(worker.readiness)
+    svc.readiness_checks.append(store.db.health.readiness)
 
     driver_routes: list[BaseRoute] = [r for d in runtime.drivers.values() for r in d.routes()]
     routes: list[BaseRoute] = [
@@ -178,6 +197,7 @@ def create_app(
             await worker.start()
             housekeeping = runtime.spawn(_housekeeping(sender, media_cache), name="housekeeping")
             svc.phase = "serving"
+            storage_probe = runtime.spawn(_probe_storage(store.db), name="storage-probe")
             log.info(
                 "sidecar ready on %s:%d with %s; data in %s",
                 settings.host,
@@ -188,6 +208,7 @@ def create_app(
             yield
             svc.phase = "stopping"
             housekeeping.cancel()
+            storage_probe.cancel()
         finally:
             svc.phase = "stopping"
             # Sends and bridge POSTs in flight finish (for a grace) before the drivers and the
@@ -203,6 +224,7 @@ def create_app(
         lifespan=lifespan,
         exception_handlers={
             ApiProblem: _api_problem,
+            StorageUnavailableError: _storage_unavailable,
             HTTPException: _http_exception,
             Exception: _unexpected,
         },
@@ -222,3 +244,13 @@ async def _housekeeping(sender: Sender, media_cache: MediaCache) -> None:
         except Exception:
             log.exception("housekeeping failed")
         await asyncio.sleep(HOUSEKEEPING_SECONDS)
+
+
+async def _probe_storage(db: Database) -> None:
+    """While the storage is failing, one small write every few seconds: ready again after it."""
+    while True:
+        await asyncio.sleep(STORAGE_PROBE_SECONDS)
+        if db.health.problem is None:
+            continue
+        with contextlib.suppress(StorageUnavailableError):
+            await db.probe()

@@ -8,7 +8,10 @@ import asyncio
 import json
 import logging
 import signal
+import socket
 import sys
+
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from connector_contracts import build_openapi
 from connector_sidecar import cli_client
@@ -51,18 +54,18 @@ def main(argv: list[str] | None = None) -> None:
     if args.command == "check-config":
         print("configuration ok")
         return
-    from connector_sidecar.store.db import DatabaseLockedError, check_unlocked
-
-    try:
-        if settings.database_url is None:  # PostgreSQL is shared by design; SQLite is not
-            check_unlocked(settings.database_path)
-    except DatabaseLockedError as exc:
-        print(f"connector-sidecar: {exc}", file=sys.stderr)
-        raise SystemExit(1) from None
     raise SystemExit(serve(settings))
 
 
 def serve(settings: Settings) -> int:
+    """Serve until SIGTERM/SIGINT; 0 after a clean stop, 1 (and one log line) if it cannot start.
+
+    The order makes "ready" true when it is logged: first the port is bound and listening (a
+    port in use fails here), then the lifespan opens the store, starts the drivers and logs
+    "sidecar ready", then hypercorn serves the bound socket. A start-up failure is logged as
+    one line naming its cause (the store's errors say which file or server, and why), never as
+    a traceback; ``LOG_LEVEL=debug`` adds the traceback.
+    """
     from hypercorn.asyncio import serve as hypercorn_serve
     from hypercorn.config import Config
 
@@ -71,24 +74,82 @@ def serve(settings: Settings) -> int:
 
     configure_logging(settings.log_level, settings.log_format)
     config = Config()
-    host = f"[{settings.host}]" if ":" in settings.host else settings.host
-    config.bind = [f"{host}:{settings.port}"]
     config.graceful_timeout = GRACEFUL_SECONDS
     config.accesslog = None
     config.errorlog = logging.getLogger("hypercorn.error")
     config.keep_alive_timeout = 75
+    try:
+        listener = _listen(settings.host, settings.port, config.backlog)
+    except OSError as exc:
+        return _cannot_start(f"cannot listen on {settings.host}:{settings.port}: {_why(exc)}")
+    config.bind = [f"fd://{listener.detach()}"]
+
+    started = False
 
     async def run() -> None:
+        nonlocal started
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, stop.set)
         app = create_app(settings)
-        await hypercorn_serve(app, config, shutdown_trigger=stop.wait)  # type: ignore[arg-type]
+        # The lifespan runs here, around the server, so its failure arrives as the exception
+        # itself (hypercorn would hand over only the traceback's text).
+        async with app.router.lifespan_context(app):
+            started = True
+            await hypercorn_serve(_serving_only(app), config, shutdown_trigger=stop.wait)  # type: ignore[arg-type]
+
+    from connector_sidecar.store import StoreError
 
     try:
         asyncio.run(run())
     except Exception as exc:
-        log.error("the sidecar stopped: %s", exc)
-        return 1
+        cause = (
+            str(exc) if isinstance(exc, StoreError | OSError) else f"{type(exc).__name__}: {exc}"
+        )
+        if started:
+            log.debug("the sidecar failed", exc_info=True)
+            log.error("the sidecar stopped: %s", cause)
+            return 1
+        return _cannot_start(cause)
     return 0
+
+
+def _listen(host: str, port: int, backlog: int) -> socket.socket:
+    """A listening TCP socket on ``host:port`` (IPv4 or IPv6, as the address says)."""
+    family, kind, proto, _, address = socket.getaddrinfo(
+        host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
+    )[0]
+    sock = socket.socket(family, kind, proto)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as hypercorn does
+        sock.bind(address)
+        sock.listen(backlog)
+    except BaseException:
+        sock.close()
+        raise
+    return sock
+
+
+def _serving_only(app: ASGIApp) -> ASGIApp:
+    """``app`` for hypercorn, which must not run its lifespan again: ``serve`` runs it."""
+
+    async def serving(scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "lifespan":
+            await app(scope, receive, send)
+            return
+        while (await receive())["type"] != "lifespan.shutdown":
+            await send({"type": "lifespan.startup.complete"})
+        await send({"type": "lifespan.shutdown.complete"})
+
+    return serving
+
+
+def _why(exc: OSError) -> str:
+    return exc.strerror or str(exc)
+
+
+def _cannot_start(cause: str) -> int:
+    log.debug("start-up failed", exc_info=True)
+    log.error("cannot start: %s", cause)
+    return 1

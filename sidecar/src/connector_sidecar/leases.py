@@ -14,7 +14,10 @@ Every :data:`TICK_SECONDS` a replica's :class:`LeaseKeeper`
    the state they saved (``Driver.pair`` resumes, as after a restart).
 
 A replica that stops gracefully releases everything at once, so the others take over at their
-next tick; one that dies loses its leases when its heartbeat is older than the lease time.
+next tick; one that dies loses its leases when its heartbeat is older than the lease time. One
+cut off from the database for longer than the lease time stops its inbound loops itself (the
+others may hold those leases by then, and it could not store what it read anyway), and starts
+again what it still holds once a renewal succeeds.
 
 The times here are wall-clock milliseconds (``time.time``), never a test's injected clock: they
 are compared across processes.
@@ -30,6 +33,7 @@ import time
 from typing import TYPE_CHECKING, Final
 
 from connector_sidecar.store._sql import Connection
+from connector_sidecar.store.errors import StorageUnavailableError
 from connector_sidecar.store.replicas import LIVE_STATUSES
 
 if TYPE_CHECKING:
@@ -97,8 +101,23 @@ class LeaseKeeper:
                 await self.tick()
             except asyncio.CancelledError:
                 raise
+            except StorageUnavailableError as exc:
+                log.warning("lease keeping: %s; trying again in %.0f s", exc, self.tick_seconds)
+                await self._let_go_if_expired()
             except Exception:
                 log.exception("lease keeping failed; trying again in %.0f s", self.tick_seconds)
+                await self._let_go_if_expired()
+
+    async def _let_go_if_expired(self) -> None:
+        if self.store.db.exclusive or wall_ms() - self._renewed_at < self.lease_ms:
+            return  # SQLite: no other replica can take over; or the leases still hold
+        for connection_id in sorted(self.runtime.running_connections()):
+            log.warning(
+                "connection %s: its lease ran out while the database was unreachable; stopping"
+                " its inbound loop",
+                connection_id,
+            )
+            await self.runtime.stop_connection(connection_id)
 
     async def tick(self) -> None:
         replicas, me, runtime = self.store.replicas, self.replica_id, self.runtime

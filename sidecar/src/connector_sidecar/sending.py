@@ -4,7 +4,16 @@ One logical send runs at most once at a time in this process (the data directory
 this the only process): a repeat that arrives while it runs waits for it, briefly, and gets the
 same answer marked ``duplicate``; a repeat that waits too long gets 409 ``request_in_progress``.
 The ledger row is written before the first vendor call and after every accepted chunk, so after
-a crash or a 503 the next attempt continues after the chunks already sent.
+a crash or a 503 the next attempt continues after the chunks already sent. The last chunk and
+the final status are one commit.
+
+The crash window: a SIGKILL after the vendor accepted a chunk and before its commit leaves the
+chunk unrecorded. The ledger marks each chunk as tried before its vendor call (in the commit
+before it, at no extra cost), so the resumed send knows which chunk may have gone out; it asks
+the driver (``Driver.find_sent``: the sim answers by vendor key) and records the vendor's id
+instead of posting again. Where the vendor cannot be asked, the chunk is posted again with the
+same vendor key (Feishu's ``uuid`` makes that no new message within an hour; WeChat's
+``client_id`` is not known to be deduplicated): README "When storage fails".
 
 Attachments (``outbound_media``) are parts after the text chunks, each its own vendor message
 with its own vendor key (from requestId and the part index). All of them are resolved and
@@ -433,6 +442,7 @@ class Sender:
         request = entry.request
         attachments = [PreparedAttachment.from_json(a) for a in entry.attachments]
         total = len(chunks) + len(attachments)
+        may_be_sent = entry.next_chunk_may_be_sent  # only the first part of this run can be
         for index in range(len(entry.provider_ids), total):
             try:
                 if index < len(chunks):
@@ -446,8 +456,15 @@ class Sender:
                         message_type=request.message_type,
                         reply_to_message_id=request.reply_to_message_id,
                     )
-                    provider_id = await self._send_chunk(driver, connection, chunk)
+                    found = (
+                        await self._find_sent(driver, connection, chunk) if may_be_sent else None
+                    )
+                    may_be_sent = False
+                    provider_id = found or await self._send_chunk(driver, connection, chunk)
                 else:
+                    # An attachment part is posted again with its vendor key (as a chunk the
+                    # vendor cannot be asked about); its upload is never repeated.
+                    may_be_sent = False
                     attachment_index = index - len(chunks)
                     part = self._part(entry, driver, index, total, attachments[attachment_index])
                     entry, provider_id = await self._send_part(
@@ -488,10 +505,17 @@ class Sender:
                     headers={"Retry-After": str(_retry_after(exc))},
                     request_id=request.request_id,
                 ) from None
+            if index == total - 1:
+                entry = await self.store.db.transaction(
+                    self._record_last, request.request_id, index, provider_id
+                )
+                return _stored_result(entry, duplicate=False)
             entry = await self.store.db.transaction(
-                self.store.ledger.record_chunk, request.request_id, index, provider_id
+                lambda c, i=index, p=provider_id: self.store.ledger.record_chunk(
+                    c, request.request_id, i, p, next_tried=True
+                )
             )
-        entry = await self._set_status(entry, "sent")
+        entry = await self._set_status(entry, "sent")  # every part was recorded already
         return _stored_result(entry, duplicate=False)
 
     def _part(
@@ -541,6 +565,35 @@ class Sender:
             )
         provider_id = await self._retrying(lambda: driver.send_attachment(connection, part, upload))
         return entry, provider_id
+
+    def _record_last(
+        self, conn: Connection, request_id: str, index: int, provider_id: str
+    ) -> LedgerEntry:
+        """The last chunk and the final status, in one commit."""
+        self.store.ledger.record_chunk(conn, request_id, index, provider_id)
+        return self.store.ledger.set_status(conn, request_id, "sent")
+
+    async def _find_sent(
+        self, driver: Driver, connection: ConnectionRecord, chunk: OutboundChunk
+    ) -> str | None:
+        """Ask the vendor about a chunk an interrupted attempt handed over, answer unrecorded."""
+        found = await driver.find_sent(connection, chunk)
+        if found is not None:
+            log.info(
+                "send %s: chunk %d reached the vendor before an interruption (%s); not posting"
+                " it again",
+                chunk.request_id,
+                chunk.index + 1,
+                found,
+            )
+        else:
+            log.warning(
+                "send %s: chunk %d may have reached the vendor before an interruption; posting"
+                " it again with the same vendor key",
+                chunk.request_id,
+                chunk.index + 1,
+            )
+        return found
 
     async def _send_chunk(
         self, driver: Driver, connection: ConnectionRecord, chunk: OutboundChunk
@@ -597,7 +650,7 @@ class Sender:
     async def _defer(self, entry: LedgerEntry, reason: str) -> LedgerEntry:
         """Park the send until the peer writes again, keeping at most 3 per peer (newest)."""
 
-        def work(conn: Any) -> LedgerEntry:
+        def work(conn: Any) -> tuple[LedgerEntry, bool]:
             waiting = [
                 e
                 for e in self.store.ledger.deferred_for(conn, entry.connection_id, entry.peer_id)
@@ -613,9 +666,10 @@ class Sender:
                 )
                 for old in waiting[: max(0, len(waiting) - (MAX_DEFERRED_PER_PEER - 1))]
             ]
-            if self.store.events.send_status(conn, dropped):
-                self.runtime.outbox_changed()  # a wake-up early is harmless
-            return self.store.ledger.set_status(
+            queued = bool(self.store.events.send_status(conn, dropped))
+            # The vendor answered "not now" for the next chunk: it did not post it.
+            self.store.ledger.set_tried(conn, entry.request_id, len(entry.provider_ids))
+            deferred = self.store.ledger.set_status(
                 conn,
                 entry.request_id,
                 "deferred",
@@ -623,9 +677,13 @@ class Sender:
                 error_code="reply_window_closed",
                 error_detail=reason,
             )
+            return deferred, queued
 
         log.info("send %s deferred until %s writes again", entry.request_id, entry.peer_id)
-        return await self.store.db.transaction(work)
+        deferred, queued = await self.store.db.transaction(work)
+        if queued:
+            self.runtime.outbox_changed()  # after the commit: the worker must see the events
+        return deferred
 
     # -- deferred sends ---------------------------------------------------------------------------
 
@@ -679,9 +737,7 @@ class Sender:
             if driver is None:
                 break
             chunks = await _split_for(driver, entry.request)
-            owned = await self.store.db.transaction(
-                self.store.ledger.own, entry.request_id, self._holder(), "deferred"
-            )
+            owned = await self.store.db.transaction(self._own_deferred, entry, self._holder())
             if not owned:
                 continue  # another replica is flushing it
             try:
@@ -697,6 +753,12 @@ class Sender:
                 break
             sent += 1
         return sent
+
+    def _own_deferred(self, conn: Connection, entry: LedgerEntry, holder: Holder) -> bool:
+        owned = self.store.ledger.own(conn, entry.request_id, holder, "deferred")
+        if owned:
+            self.store.ledger.mark_next_tried(conn, entry)
+        return owned
 
     # -- housekeeping -----------------------------------------------------------------------------
 

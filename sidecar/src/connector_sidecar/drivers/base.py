@@ -170,6 +170,16 @@ class Driver(abc.ABC):
     async def send(self, connection: ConnectionRecord, chunk: OutboundChunk) -> str:
         """Send one chunk; return the vendor's message id or raise a :class:`SendError`."""
 
+    async def find_sent(self, connection: ConnectionRecord, chunk: OutboundChunk) -> str | None:
+        """The vendor's id of a message already posted with ``chunk.key``, if the vendor can say.
+
+        Asked only when resuming a chunk that was handed to the vendor before without its
+        answer being recorded (a crash between the two). None: not found, or the vendor has no
+        way to look a message up by its key; the chunk is then posted again with the same key,
+        which vendors that honour it (Feishu's ``uuid``, within an hour) turn into no new message.
+        """
+        return None
+
     async def logout(self, connection: ConnectionRecord) -> None:  # noqa: B027 - optional hook
         """Tell the vendor, where it has a logout. Credentials are deleted by the runtime."""
 

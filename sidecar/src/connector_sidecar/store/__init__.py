@@ -8,7 +8,12 @@ from connector_sidecar._clock import Clock
 from connector_sidecar.store.bridge import BridgeState
 from connector_sidecar.store.connections import ConnectionRecord, Connections
 from connector_sidecar.store.db import Database, database_for
-from connector_sidecar.store.errors import DatabaseLockedError, SchemaTooNewError, StoreError
+from connector_sidecar.store.errors import (
+    DatabaseLockedError,
+    SchemaTooNewError,
+    StorageUnavailableError,
+    StoreError,
+)
 from connector_sidecar.store.events import LifecycleEvents
 from connector_sidecar.store.ledger import LedgerEntry, SendLedger
 from connector_sidecar.store.media import MediaRecord, MediaTable
@@ -45,6 +50,7 @@ __all__ = [
     "SessionRecord",
     "Sessions",
     "SqliteDatabase",
+    "StorageUnavailableError",
     "Store",
     "StoreError",
     "database_for",

@@ -8,6 +8,10 @@ numbered migrations (``migrations.py``) and the same test suite.
 
 A transaction is a plain function ``fn(conn, *args)`` run on a database thread: it must not
 await, and must not act outside the database, because it may be retried or rolled back.
+
+When the storage fails under a running sidecar, ``run`` and ``transaction`` raise
+:class:`~connector_sidecar.store.errors.StorageUnavailableError` (never the driver's own
+error) and ``health`` holds the reason until a write transaction commits again.
 """
 
 from __future__ import annotations
@@ -15,10 +19,11 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any, Protocol, TypeVar
 
+from connector_sidecar.store._health import StorageHealth
 from connector_sidecar.store.errors import DatabaseLockedError
-from connector_sidecar.store.sqlite import SqliteDatabase, check_unlocked
+from connector_sidecar.store.sqlite import SqliteDatabase
 
-__all__ = ["Database", "DatabaseLockedError", "check_unlocked", "database_for"]
+__all__ = ["Database", "DatabaseLockedError", "database_for"]
 
 T = TypeVar("T")
 
@@ -28,6 +33,7 @@ class Database(Protocol):
     # Only this process can open it (SQLite's data-directory lock): after a start, whatever
     # other replicas held is free at once instead of when their leases run out.
     exclusive: bool
+    health: StorageHealth
 
     @property
     def is_open(self) -> bool: ...
@@ -48,6 +54,10 @@ class Database(Protocol):
 
     async def transaction(self, fn: Callable[..., T], *args: Any) -> T:
         """``fn(conn, *args)`` as one write transaction, durable when this returns."""
+        ...
+
+    async def probe(self) -> None:
+        """One small committed write, to learn whether the storage takes writes again."""
         ...
 
 

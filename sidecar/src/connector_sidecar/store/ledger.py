@@ -7,6 +7,13 @@ size, sha256; their bytes are files, not rows) and holds each finished upload (`
 attachment's index → the driver's record), written as soon as the vendor has the bytes, so a
 retry never uploads a finished part again either.
 
+``chunks_tried`` counts the chunks handed to the vendor at least once; it is raised before each
+vendor call, in the commit that precedes the call anyway (``begin`` for the first chunk, the
+previous chunk's ``record_chunk`` for the next), so it costs no commit of its own. A resumed
+send whose next chunk is below ``chunks_tried`` knows that chunk may have reached the vendor
+before a crash (a SIGKILL between the vendor's answer and its commit), and asks the vendor
+before posting it again (``Driver.find_sent``).
+
 Statuses: ``pending`` (started or interrupted; resumable), ``sent``, ``deferred`` (waiting for the
 peer to write again), ``failed`` (the vendor refused; final), ``expired`` (a deferred send dropped).
 
@@ -96,6 +103,13 @@ class LedgerEntry:
         record = uploads.get(str(attachment_index)) if isinstance(uploads, dict) else None
         return record if isinstance(record, dict) else None
 
+    chunks_tried: int = 0  # chunks handed to the vendor at least once (see the module docstring)
+
+    @property
+    def next_chunk_may_be_sent(self) -> bool:
+        """Whether the next chunk was handed to the vendor before, its answer never recorded."""
+        return self.chunks_tried > len(self.provider_ids)
+
 
 def _row(row: Any) -> LedgerEntry:
     return LedgerEntry(
@@ -114,6 +128,7 @@ def _row(row: Any) -> LedgerEntry:
         updated_at=row["updated_at"],
         owner=row["owner"],
         parts=_parts_decoder.decode(row["parts"] or "{}"),
+        chunks_tried=row["chunks_tried"],
     )
 
 
@@ -175,7 +190,9 @@ class SendLedger:
         now owns it.
 
         Only a ``pending`` entry with the same fingerprint, owned by nobody live, is taken; the
-        caller reads the rest (a conflict, a final result, a send running elsewhere).
+        caller reads the rest (a conflict, a final result, a send running elsewhere). Taken, its
+        next chunk is marked as tried (the caller calls the vendor next); the entry returned is
+        as it was before, so ``next_chunk_may_be_sent`` tells of an earlier attempt.
         """
         fingerprint = fingerprint or fingerprint_of(request)
         now = now_ms(self.clock)
@@ -204,7 +221,22 @@ class SendLedger:
         owned = created or self.own(conn, request.request_id, holder, "pending")
         entry = self.get(conn, request.request_id)
         assert entry is not None
-        return entry, owned and entry.fingerprint == fingerprint
+        owned = owned and entry.fingerprint == fingerprint
+        if owned and entry.status == "pending":
+            self.mark_next_tried(conn, entry)
+        return entry, owned
+
+    def mark_next_tried(self, conn: Connection, entry: LedgerEntry) -> None:
+        """Before the vendor call of ``entry``'s next chunk (its owner calls next)."""
+        if entry.chunks_tried <= len(entry.provider_ids):
+            self.set_tried(conn, entry.request_id, len(entry.provider_ids) + 1)
+
+    def set_tried(self, conn: Connection, request_id: str, count: int) -> None:
+        """``count`` chunks were handed to the vendor; lower it when the vendor said it did not
+        post the next one (a refusal, a closed reply window)."""
+        conn.execute(
+            "UPDATE send_ledger SET chunks_tried = ? WHERE request_id = ?", (count, request_id)
+        )
 
     def own(self, conn: Connection, request_id: str, holder: Holder, status: str) -> bool:
         """Take the entry if it has ``status`` and no live owner (or is ``holder``'s already)."""
@@ -227,7 +259,10 @@ class SendLedger:
         index: int,
         provider_id: str,
         owner_until: int | None = None,
+        *,
+        next_tried: bool = False,
     ) -> LedgerEntry:
+        """Record chunk ``index``'s vendor id; ``next_tried``: the next chunk's call follows."""
         entry = self.get(conn, request_id)
         if entry is None:
             raise KeyError(request_id)
@@ -244,7 +279,12 @@ class SendLedger:
             "UPDATE connections SET last_outbound_at = ? WHERE connection_id = ?",
             (now, entry.connection_id),
         )
-        return dataclasses.replace(entry, provider_ids=ids, updated_at=now)
+        tried = max(entry.chunks_tried, len(ids))
+        if next_tried:
+            tried = max(tried, len(ids) + 1)
+        if tried != entry.chunks_tried:
+            self.set_tried(conn, request_id, tried)
+        return dataclasses.replace(entry, provider_ids=ids, updated_at=now, chunks_tried=tried)
 
     def record_upload(
         self,

@@ -226,6 +226,12 @@ ALTER TABLE outbox ADD COLUMN dead_at INTEGER;
 UPDATE outbox SET dead_at = next_attempt_at WHERE status = 'dead'
 """
 
+# How many chunks of a send were handed to the vendor at least once: a chunk below this number
+# and past ``provider_ids`` may have reached the vendor without its answer being recorded.
+_0006_chunks_tried = """
+ALTER TABLE send_ledger ADD COLUMN chunks_tried INTEGER NOT NULL DEFAULT 0
+"""
+
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(1, _0001_initial),
     Migration(2, _0002_outbox_failures_queued_at),
@@ -236,4 +242,5 @@ MIGRATIONS: tuple[Migration, ...] = (
     ),
     Migration(4, _0004_media),
     Migration(5, _0005_operating),
+    Migration(6, _0006_chunks_tried),
 )

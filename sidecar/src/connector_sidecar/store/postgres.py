@@ -11,7 +11,15 @@ backends (a transaction is a plain function of a connection, as on SQLite's thre
 measured cost of the thread hop is small next to a commit (README "Performance").
 
 Migrations run at start under ``pg_advisory_lock``, so replicas that start together apply each
-migration once; the applied number is kept in ``schema_version``.
+migration once; the applied number is kept in ``schema_version``. The start then writes once
+(the version row, rewritten), so a read-only database or a role that may not write stops the
+start with one line instead of failing every request later.
+
+Storage faults
+    While running, psycopg's ``OperationalError`` (the server gone, a connection cut, the disk
+    full, no connection free within :data:`POOL_TIMEOUT`) and a read-only transaction become
+    :class:`StorageUnavailableError`. The pool checks a connection before lending it, so once
+    the server is back the next transaction gets a fresh connection.
 """
 
 from __future__ import annotations
@@ -27,8 +35,13 @@ import psycopg
 import psycopg_pool
 from psycopg.rows import RowMaker
 
+from connector_sidecar.store._health import StorageHealth
 from connector_sidecar.store._sql import Cursor, postgres_sql, row_class
-from connector_sidecar.store.errors import SchemaTooNewError, StoreError
+from connector_sidecar.store.errors import (
+    SchemaTooNewError,
+    StorageUnavailableError,
+    StoreError,
+)
 from connector_sidecar.store.migrations import MIGRATIONS
 
 __all__ = ["PostgresDatabase", "loggable_dsn"]
@@ -37,6 +50,11 @@ log = logging.getLogger("connector_sidecar.store.db")
 T = TypeVar("T")
 
 POOL_SIZE: Final = 8
+POOL_TIMEOUT: Final = 5.0  # seconds a transaction waits for a connection before a 503
+_PROBE = (
+    "UPDATE schema_version SET version = version"
+    " WHERE version = (SELECT MAX(version) FROM schema_version)"
+)
 _MIGRATION_LOCK: Final = 0x5C1DECA5  # pg_advisory_lock key: "sidecar" migrations
 
 
@@ -60,6 +78,11 @@ def _clean(value: Any) -> Any:
     if isinstance(value, str) and "\x00" in value:
         return value.replace("\x00", "\ufffd")
     return value
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()  # psycopg's first line says what failed; the next ones are hints
+    return text.splitlines()[0].strip() if text else type(exc).__name__
 
 
 def _connect_once(url: str) -> psycopg.Connection[Any]:
@@ -94,6 +117,7 @@ class PostgresDatabase:
         self.pool_size = pool_size
         self._pool: psycopg_pool.ConnectionPool[Any] | None = None
         self._executor: ThreadPoolExecutor | None = None
+        self.health = StorageHealth()
 
     @property
     def is_open(self) -> bool:
@@ -107,15 +131,18 @@ class PostgresDatabase:
             # One direct connection first: a wrong URL fails at once, in one line.
             probe = await asyncio.to_thread(_connect_once, self.url)
         except psycopg.Error as exc:
-            reason = str(exc).strip().splitlines()[-1] if str(exc).strip() else type(exc).__name__
-            raise StoreError(f"cannot use PostgreSQL at {self.describe()}: {reason}") from None
+            raise StoreError(
+                f"cannot use PostgreSQL at {self.describe()}: {_first_line(exc)}"
+            ) from None
         await asyncio.to_thread(probe.close)
         executor = ThreadPoolExecutor(max_workers=self.pool_size, thread_name_prefix="postgres")
         pool: psycopg_pool.ConnectionPool[Any] = psycopg_pool.ConnectionPool(
             self.url,
             min_size=1,
             max_size=self.pool_size,
-            kwargs={"autocommit": True, "row_factory": _rows},
+            kwargs={"autocommit": True, "row_factory": _rows, "connect_timeout": 10},
+            timeout=POOL_TIMEOUT,
+            check=psycopg_pool.ConnectionPool.check_connection,
             open=False,
             name="sidecar",
         )
@@ -123,6 +150,18 @@ class PostgresDatabase:
         try:
             await loop.run_in_executor(executor, lambda: pool.open(wait=True, timeout=10))
             await loop.run_in_executor(executor, self._migrate, pool)
+        except (psycopg.errors.ReadOnlySqlTransaction, psycopg.errors.InsufficientPrivilege) as exc:
+            await loop.run_in_executor(executor, pool.close)
+            executor.shutdown(wait=True)
+            raise StoreError(
+                f"cannot write to PostgreSQL at {self.describe()}: {_first_line(exc)}"
+            ) from None
+        except psycopg.Error as exc:
+            await loop.run_in_executor(executor, pool.close)
+            executor.shutdown(wait=True)
+            raise StoreError(
+                f"cannot use PostgreSQL at {self.describe()}: {_first_line(exc)}"
+            ) from None
         except BaseException:
             await loop.run_in_executor(executor, pool.close)
             executor.shutdown(wait=True)
@@ -154,17 +193,35 @@ class PostgresDatabase:
             with pool.connection() as raw, raw.transaction():
                 return fn(_PostgresConnection(raw), *args)
 
-        return await self._submit(work)
+        return await self._submit(work, write=True)
+
+    async def probe(self) -> None:
+        """One small committed write (the schema version row, rewritten): does it take it?"""
+        await self.transaction(lambda conn: conn.execute(_PROBE))
 
     # -- internals --------------------------------------------------------------------------------
 
-    async def _submit(self, work: Callable[[psycopg_pool.ConnectionPool[Any]], T]) -> T:
+    async def _submit(
+        self, work: Callable[[psycopg_pool.ConnectionPool[Any]], T], *, write: bool = False
+    ) -> T:
         pool, executor = self._pool, self._executor
         if pool is None or executor is None:
             raise RuntimeError("the database is not open")
         loop = asyncio.get_running_loop()
-        # Shield: a cancelled caller must not abandon a transaction half-way (see SQLite's).
-        return await asyncio.shield(loop.run_in_executor(executor, work, pool))
+        try:
+            # Shield: a cancelled caller must not abandon a transaction half-way (see SQLite's).
+            result = await asyncio.shield(loop.run_in_executor(executor, work, pool))
+        except (
+            psycopg.OperationalError,
+            psycopg.InterfaceError,
+            psycopg.errors.ReadOnlySqlTransaction,
+        ) as exc:
+            error = StorageUnavailableError(f"PostgreSQL at {self.describe()}: {_first_line(exc)}")
+            self.health.failed(error)
+            raise error from exc
+        if write:
+            self.health.wrote()
+        return result
 
     def _migrate(self, pool: psycopg_pool.ConnectionPool[Any]) -> None:
         with pool.connection() as raw:
@@ -183,5 +240,7 @@ class PostgresDatabase:
                         raw.execute(
                             "INSERT INTO schema_version (version) VALUES (%s)", (migration.number,)
                         )
+                with raw.transaction():
+                    raw.execute(_PROBE)
             finally:
                 raw.execute("SELECT pg_advisory_unlock(%s)", (_MIGRATION_LOCK,))

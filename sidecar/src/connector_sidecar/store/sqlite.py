@@ -18,6 +18,15 @@ Group commit
 
 A lock file next to the database makes a second sidecar on the same data directory refuse to
 start, instead of both delivering the same outbox.
+
+Storage faults
+    At start, :meth:`SqliteDatabase.open` writes the data directory, the lock file and the
+    database (a committed write, not only an open), so a read-only file system, a directory
+    owned by another user or a corrupted file stops the start with a ``StoreError`` naming the
+    cause, instead of a sidecar that says it is ready and then fails every write. While
+    running, SQLite's storage errors (disk full, I/O error, read-only, cannot open, locked by
+    another process) become :class:`StorageUnavailableError`; a transaction that hits one fails
+    with its whole group, and nothing of the group is acknowledged.
 """
 
 from __future__ import annotations
@@ -36,16 +45,35 @@ from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any, Final, TypeVar
 
+from connector_sidecar.store._health import StorageHealth
 from connector_sidecar.store._sql import Cursor, sqlite_sql
-from connector_sidecar.store.errors import DatabaseLockedError, SchemaTooNewError
+from connector_sidecar.store.errors import (
+    DatabaseLockedError,
+    SchemaTooNewError,
+    StorageUnavailableError,
+    StoreError,
+)
 from connector_sidecar.store.migrations import MIGRATIONS
 
-__all__ = ["MAX_GROUP", "SqliteDatabase", "check_unlocked"]
+__all__ = ["MAX_GROUP", "SqliteDatabase"]
 
 log = logging.getLogger("connector_sidecar.store.db")
 T = TypeVar("T")
 
 MAX_GROUP: Final = 256  # write transactions per commit at most
+
+# SQLite's primary result codes that mean "the storage failed", not "this query is wrong".
+_FAULTS: Final = {
+    5: "the database is locked by another process",  # SQLITE_BUSY, after busy_timeout
+    6: "the database is locked",  # SQLITE_LOCKED
+    7: "out of memory",  # SQLITE_NOMEM
+    8: "the database is read-only",  # SQLITE_READONLY
+    10: "a disk I/O error",  # SQLITE_IOERR
+    13: "the disk is full",  # SQLITE_FULL
+    14: "cannot open the database file",  # SQLITE_CANTOPEN
+    15: "a locking protocol error",  # SQLITE_PROTOCOL
+}
+_DAMAGED: Final = {11, 26}  # SQLITE_CORRUPT, SQLITE_NOTADB
 
 
 class _SqliteConnection:
@@ -84,6 +112,7 @@ class SqliteDatabase:
         self._lock_fd: int | None = None
         self._jobs: queue.SimpleQueue[_Job | None] = queue.SimpleQueue()
         self._thread: threading.Thread | None = None
+        self.health = StorageHealth()
         self.commits = 0  # how many COMMITs were run: for tests and the benchmark
 
     @property
@@ -94,13 +123,22 @@ class SqliteDatabase:
         return str(self.path)
 
     async def open(self) -> None:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise StoreError(
+                f"cannot create the data directory {self.path.parent}: {exc.strerror}"
+            ) from None
         self._take_lock()
         self._jobs = queue.SimpleQueue()
         self._thread = threading.Thread(target=self._serve, name="sqlite", daemon=True)
         self._thread.start()
         try:
-            await self._submit(_Job(self._connect, write=False))
+            await self._submit(_Job(self._connect, write=False), track=False)
+        except StorageUnavailableError as exc:
+            self._stop_thread()
+            self._release_lock()
+            raise StoreError(f"cannot write the database {self.path}: {exc.reason}") from None
         except BaseException:
             self._stop_thread()
             self._release_lock()
@@ -126,15 +164,31 @@ class SqliteDatabase:
         """
         return await self._submit(_Job(lambda conn: fn(conn, *args), write=True))  # type: ignore[no-any-return]
 
+    async def probe(self) -> None:
+        """One small committed write (the schema version, rewritten): does the storage take it?"""
+        await self.transaction(_rewrite_version)
+
     # -- the database thread ----------------------------------------------------------------------
 
-    async def _submit(self, job: _Job) -> Any:
+    async def _submit(self, job: _Job, *, track: bool = True) -> Any:
         if self._thread is None:
             raise RuntimeError("the database is not open")
         self._jobs.put(job)
-        # Shield: once a write is handed to the thread it completes, even if the caller is
-        # cancelled; otherwise a cancelled caller could not know whether it committed.
-        return await asyncio.shield(asyncio.wrap_future(job.future))
+        try:
+            # Shield: once a write is handed to the thread it completes, even if the caller is
+            # cancelled; otherwise a cancelled caller could not know whether it committed.
+            result = await asyncio.shield(asyncio.wrap_future(job.future))
+        except sqlite3.Error as exc:
+            reason = _fault(exc)
+            if reason is None:
+                raise
+            error = StorageUnavailableError(f"{reason} ({self.path}: {exc})")
+            if track:
+                self.health.failed(error)
+            raise error from exc
+        if job.write:
+            self.health.wrote()
+        return result
 
     def _serve(self) -> None:
         held: _Job | None = None
@@ -176,6 +230,12 @@ class SqliteDatabase:
                 raw.execute("SAVEPOINT tx")
                 try:
                     result = job.work(conn)
+                except sqlite3.Error as exc:
+                    if _fault(exc) is not None:
+                        raise  # SQLite may have rolled it all back: the whole group fails
+                    raw.execute("ROLLBACK TO tx")
+                    raw.execute("RELEASE tx")
+                    outcomes.append((False, exc))
                 except BaseException as exc:
                     raw.execute("ROLLBACK TO tx")
                     raw.execute("RELEASE tx")
@@ -219,6 +279,19 @@ class SqliteDatabase:
             with contextlib.suppress(OSError):
                 os.chmod(self.path, 0o600)
             _migrate(conn)
+            # Opening a file it cannot write, SQLite falls back to reading it: write once now,
+            # so an unwritable database stops the start instead of every later request.
+            conn.execute("BEGIN IMMEDIATE")
+            _rewrite_version(_SqliteConnection(conn))
+            conn.execute("COMMIT")
+        except sqlite3.DatabaseError as exc:
+            conn.close()
+            if getattr(exc, "sqlite_errorcode", 0) & 0xFF in _DAMAGED:
+                raise StoreError(
+                    f"the database {self.path} is damaged or not a SQLite database ({exc});"
+                    " restore it from a backup or move it away to start empty"
+                ) from None
+            raise
         except BaseException:
             conn.close()  # a refused schema must not leave the file open
             raise
@@ -233,7 +306,10 @@ class SqliteDatabase:
 
     def _take_lock(self) -> None:
         lock_path = self.path.with_suffix(".lock")
-        fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o600)
+        except OSError as exc:
+            raise StoreError(f"cannot write the lock file {lock_path}: {exc.strerror}") from None
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
@@ -258,17 +334,17 @@ def _settle(job: _Job, conn: _SqliteConnection | None) -> None:
         job.future.set_result(result)
 
 
-def check_unlocked(path: Path) -> None:
-    """Raise :class:`DatabaseLockedError` if another process owns the database at ``path``.
+def _fault(exc: sqlite3.Error) -> str | None:
+    """What failed, if ``exc`` is the storage failing rather than a statement being wrong."""
+    code = getattr(exc, "sqlite_errorcode", None)
+    if code is None:
+        return None
+    return _FAULTS.get(code & 0xFF)
 
-    A check before serving, so the CLI can refuse in one line instead of a start-up traceback;
-    :meth:`SqliteDatabase.open` still takes the lock for real.
-    """
-    if not path.parent.is_dir():
-        return
-    probe = SqliteDatabase(path)
-    probe._take_lock()
-    probe._release_lock()
+
+def _rewrite_version(conn: _SqliteConnection) -> None:
+    version = conn.raw.execute("PRAGMA user_version").fetchone()[0]
+    conn.raw.execute(f"PRAGMA user_version = {int(version)}")
 
 
 def _migrate(conn: sqlite3.Connection) -> None:

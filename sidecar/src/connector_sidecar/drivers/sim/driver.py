@@ -289,6 +289,17 @@ class SimDriver(Driver):
             raise MediaRejectedError("sim_media_gone", "the sim no longer has this item") from None
         return FetchedMedia(data=data)
 
+    async def find_sent(self, connection: ConnectionRecord, chunk: OutboundChunk) -> str | None:
+        """The sim can be asked by vendor key, as a vendor with a lookup API could."""
+        row = await self.ctx.store.db.run(
+            lambda c: c.execute(
+                "SELECT provider_message_id FROM sim_sent WHERE connection_id = ? AND vendor_key = ?"
+                " ORDER BY id LIMIT 1",
+                (connection.connection_id, chunk.key),
+            ).fetchone()
+        )
+        return str(row["provider_message_id"]) if row else None
+
     # -- routes -----------------------------------------------------------------------------------
 
     def routes(self) -> list[BaseRoute]:
