@@ -325,14 +325,12 @@ class Sender:
         # Every attachment is resolved and checked before the first vendor call.
         prepared = [] if entry is not None else await self.files.prepare(request, driver)
         started, owned = await self.store.db.transaction(
-            lambda c: self.store.ledger.begin(
-                c,
-                strip_data(request),
-                len(chunks) + len(prepared),
-                self._holder(),
-                fingerprint=fingerprint,
-                attachments=[p.to_json() for p in prepared],
-            )
+            self.store.ledger.begin,
+            strip_data(request),
+            len(chunks) + len(prepared),
+            self._holder(),
+            fingerprint,
+            [p.to_json() for p in prepared],
         )
         if started.fingerprint != fingerprint:
             raise _conflict(request.request_id)
@@ -506,9 +504,11 @@ class Sender:
                     request_id=request.request_id,
                 ) from None
             if index == total - 1:
-                entry = await self.store.db.transaction(
-                    self._record_last, request.request_id, index, provider_id
+                entry, events = await self.store.db.transaction(
+                    self._record_last, entry, index, provider_id
                 )
+                if events:
+                    self.runtime.outbox_changed()  # after the commit
                 return _stored_result(entry, duplicate=False)
             entry = await self.store.db.transaction(
                 lambda c, i=index, p=provider_id: self.store.ledger.record_chunk(
@@ -567,11 +567,14 @@ class Sender:
         return entry, provider_id
 
     def _record_last(
-        self, conn: Connection, request_id: str, index: int, provider_id: str
-    ) -> LedgerEntry:
-        """The last chunk and the final status, in one commit."""
-        self.store.ledger.record_chunk(conn, request_id, index, provider_id)
-        return self.store.ledger.set_status(conn, request_id, "sent")
+        self, conn: Connection, entry: LedgerEntry, index: int, provider_id: str
+    ) -> tuple[LedgerEntry, int]:
+        """The last part and the final status, in one commit; a deferred send that goes out at
+        last also gets its ``send.status`` event in it."""
+        self.store.ledger.record_chunk(conn, entry.request_id, index, provider_id)
+        sent = self.store.ledger.set_status(conn, entry.request_id, "sent")
+        events = self.store.events.send_status(conn, [sent]) if entry.status == "deferred" else 0
+        return sent, events
 
     async def _find_sent(
         self, driver: Driver, connection: ConnectionRecord, chunk: OutboundChunk

@@ -360,7 +360,7 @@ async def test_weixin_route_tag_reaches_every_call(
     )
     send = vendor.post(f"{BASE}/ilink/bot/sendmessage").respond(json={"ret": 0})
     settings = Settings.from_env(
-        {"EXTERNAL_CONNECTOR_TOKEN": "t" * 16, "WEIXIN_ROUTE_TAG": "sk-route-9"}
+        {"EXTERNAL_CONNECTOR_TOKEN": "weixin-route-test-9f2c7a", "WEIXIN_ROUTE_TAG": "sk-route-9"}
     )
     async with make_weixin(emulator=None, weixin_route_tag=settings.weixin_route_tag) as weixin:
         await weixin.connect()
@@ -377,5 +377,7 @@ async def test_weixin_route_tag_reaches_every_call(
 def test_a_route_tag_that_is_no_header_value_is_refused(value: str) -> None:
     """A route tag must be printable ASCII: ConfigError naming WEIXIN_ROUTE_TAG."""
     with pytest.raises(ConfigError) as caught:
-        Settings.from_env({"EXTERNAL_CONNECTOR_TOKEN": "t" * 16, "WEIXIN_ROUTE_TAG": value})
+        Settings.from_env(
+            {"EXTERNAL_CONNECTOR_TOKEN": "weixin-route-test-9f2c7a", "WEIXIN_ROUTE_TAG": value}
+        )
     assert caught.value.name == "WEIXIN_ROUTE_TAG"

@@ -182,7 +182,6 @@ class SendLedger:
         request: SendRequest,
         chunk_count: int,
         holder: Holder,
-        *,
         fingerprint: str | None = None,
         attachments: list[dict[str, Any]] | None = None,
     ) -> tuple[LedgerEntry, bool]:
