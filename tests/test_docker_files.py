@@ -488,3 +488,14 @@ def test_compose_gives_each_service_time_to_stop(compose: dict[str, Any]) -> Non
         period = compose["services"][name]["stop_grace_period"]
         assert re.fullmatch(r"\d+s", period), period
         assert int(period[:-1]) >= grace + 5, name
+
+
+def test_replicas_compose_echo_host_reaches_whichever_replica_runs() -> None:
+    """compose.replicas.yaml: the echo host calls a name every replica answers to, so stopping
+    one replica does not cut the host off (make image-test stops one and checks the echo)."""
+    services = yaml.safe_load((ROOT / "compose.replicas.yaml").read_text())["services"]
+    name = urlsplit(services["echo-host"]["environment"]["SIDECAR_URL"]).hostname
+    replicas = [s for s in services.values() if s.get("build", {}).get("target") == "sidecar"]
+    assert len(replicas) == 2
+    for replica in replicas:
+        assert name in replica["networks"]["default"]["aliases"]

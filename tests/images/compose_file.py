@@ -9,6 +9,7 @@ Compose rules the file uses: ``${NAME}``, ``${NAME:-default}``, ``${NAME-default
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -94,19 +95,30 @@ def load(env: dict[str, str], path: Path = COMPOSE_FILE) -> dict[str, Service]:
     return services
 
 
-def with_published_ports(path: Path, ports: dict[str, dict[int, int]], target: Path) -> None:
+def with_published_ports(
+    path: Path,
+    ports: dict[str, int],
+    target: Path,
+    *,
+    edit: Callable[[dict[str, Any]], None] | None = None,
+) -> None:
     """Write a copy of the compose file to ``target`` that publishes on other host ports.
 
-    Only ``ports`` and the build context (made absolute, so the copy builds this repository)
-    change; everything else is the file as it is.
+    ``ports`` gives each service's host port (a service publishes one port). ``edit``, when
+    given, changes the parsed file first (the caller says what and why); then only ``ports``
+    and the build contexts (made absolute, so the copy builds this repository) change.
     """
     document: dict[str, Any] = yaml.safe_load(path.read_text())
+    if edit is not None:
+        edit(document)
     for name, service in document["services"].items():
-        published = []
-        for mapping in service["ports"]:
+        if "ports" in service:
+            (mapping,) = service["ports"]
             host_ip, _, container_port = str(mapping).rpartition(":")
             host_ip = host_ip.rpartition(":")[0] or "127.0.0.1"
-            published.append(f"{host_ip}:{ports[name][int(container_port)]}:{container_port}")
-        service["ports"] = published
-        service["build"]["context"] = str((path.parent / service["build"]["context"]).resolve())
+            service["ports"] = [f"{host_ip}:{ports[name]}:{container_port}"]
+        if "build" in service:
+            build = dict(service["build"])  # merged from an anchor: shared between services
+            build["context"] = str((path.parent / build["context"]).resolve())
+            service["build"] = build
     target.write_text(yaml.safe_dump(document, sort_keys=False))

@@ -15,6 +15,7 @@ from typing import Any
 
 import httpx
 import pytest
+from tests.images import sim_api
 from tests.images.compose_file import Service
 from tests.images.podman import Podman, wait_for
 
@@ -140,26 +141,6 @@ def network(podman: Podman) -> str:
     return podman.create_network("net-" + secrets.token_hex(3))
 
 
-def _client(running: Running, token: str) -> httpx.Client:
-    return httpx.Client(
-        base_url=running.url, headers={"Authorization": f"Bearer {token}"}, timeout=10
-    )
-
-
-def _echoes(client: httpx.Client, connection_id: str) -> list[str]:
-    response = client.get(f"/sim/connections/{connection_id}/sent")
-    assert response.status_code == 200, response.text
-    return [
-        item["content"] for item in response.json()["items"] if item["content"].startswith("echo: ")
-    ]
-
-
-def _deliveries(client: httpx.Client, connection_id: str) -> list[tuple[str, str]]:
-    response = client.get("/deliveries", params={"connectionId": connection_id})
-    assert response.status_code == 200, response.text
-    return [(item["eventId"], item["status"]) for item in response.json()["items"]]
-
-
 # ---- the images themselves ------------------------------------------------------------------
 
 
@@ -266,28 +247,15 @@ def test_round_trip_between_the_containers_survives_a_sidecar_restart(
     echo_process = process_of(podman, echo.container, "examples.echo_host")
     assert set(echo_process["uids"]) == {str(SIDECAR_UID)}
 
-    with _client(sidecar, token) as client:
-        paired = client.post(
-            "/connector-sessions",
-            json={
-                "kind": "sim",
-                "connectionId": "demo",
-                "channelId": "sim-demo",
-                "options": {"autoConfirm": True},
-            },
+    with sim_api.client(sidecar.url, token) as client:
+        sim_api.pair(client, "demo")
+        event_id = sim_api.inject(client, "demo", "hello", "m-1")
+        wait_for(
+            lambda: sim_api.echoes(client, "demo") == ["echo: hello"], timeout=60, what="the echo"
         )
-        assert paired.status_code == 201, paired.text
-        assert paired.json()["status"] == "connected"
-        injected = client.post(
-            "/sim/connections/demo/messages",
-            json={"peerId": "alice", "content": "hello", "messageId": "m-1"},
-        )
-        assert injected.status_code == 202, injected.text
-        event_id = injected.json()["eventId"]
-        wait_for(lambda: _echoes(client, "demo") == ["echo: hello"], timeout=60, what="the echo")
         # The echo host replies before it answers the bridge POST: wait for the outbox to know.
         wait_for(
-            lambda: _deliveries(client, "demo") == [(event_id, "delivered")],
+            lambda: sim_api.deliveries(client, "demo") == [(event_id, "delivered")],
             timeout=30,
             what="the event to be marked delivered",
         )
@@ -299,19 +267,15 @@ def test_round_trip_between_the_containers_survives_a_sidecar_restart(
         podman, services["sidecar"], network=network, volume=sidecar_volume, suffix="-again"
     )
     wait_healthy(podman, sidecar)
-    with _client(sidecar, token) as client:
+    with sim_api.client(sidecar.url, token) as client:
         connection = client.get("/connections/demo")
         assert connection.status_code == 200, connection.text
         assert connection.json()["status"] == "connected"
-        assert _deliveries(client, "demo") == [(event_id, "delivered")]
-        assert _echoes(client, "demo") == ["echo: hello"]
-        again = client.post(
-            "/sim/connections/demo/messages",
-            json={"peerId": "alice", "content": "still there?", "messageId": "m-2"},
-        )
-        assert again.status_code == 202, again.text
+        assert sim_api.deliveries(client, "demo") == [(event_id, "delivered")]
+        assert sim_api.echoes(client, "demo") == ["echo: hello"]
+        sim_api.inject(client, "demo", "still there?", "m-2")
         wait_for(
-            lambda: _echoes(client, "demo") == ["echo: hello", "echo: still there?"],
+            lambda: sim_api.echoes(client, "demo") == ["echo: hello", "echo: still there?"],
             timeout=60,
             what="the echo after the restart",
         )
