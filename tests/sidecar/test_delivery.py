@@ -40,7 +40,9 @@ from connector_sidecar.store.postgres import PostgresDatabase
 
 from .conftest import DatabaseFactory
 
-pytestmark = [pytest.mark.anyio, pytest.mark.timeout(60), pytest.mark.both_stores]
+# The worker against SQLite with fake clocks; on PostgreSQL it is exercised through the app
+# (test_delivery_api, test_lifecycle_events, test_replicas) and three real replicas (e2e).
+pytestmark = [pytest.mark.anyio, pytest.mark.timeout(60)]
 
 URL = "http://host.test/api/channel-connector-bridge/events"
 BRIDGE_TOKEN = "bridge-token-123"
