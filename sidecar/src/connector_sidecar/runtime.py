@@ -393,6 +393,7 @@ class Runtime:
         pending = self._ingesting.setdefault(connection_id, set())
         pending.add(stored)
         stored.add_done_callback(pending.discard)
+        stored.add_done_callback(_mark_seen)  # its caller (an inbound loop) may be cancelled
         connection, results = await asyncio.shield(stored)
         self.metrics.inbound(connection.kind, results)
         if any(r.inserted for r in results):

@@ -210,7 +210,9 @@ class PostgresDatabase:
         loop = asyncio.get_running_loop()
         try:
             # Shield: a cancelled caller must not abandon a transaction half-way (see SQLite's).
-            result = await asyncio.shield(loop.run_in_executor(executor, work, pool))
+            future = loop.run_in_executor(executor, work, pool)
+            future.add_done_callback(_retrieved)  # a cancelled caller never reads its outcome
+            result = await asyncio.shield(future)
         except (
             psycopg.OperationalError,
             psycopg.InterfaceError,
@@ -244,3 +246,9 @@ class PostgresDatabase:
                     raw.execute(_PROBE)
             finally:
                 raw.execute("SELECT pg_advisory_unlock(%s)", (_MIGRATION_LOCK,))
+
+
+def _retrieved(future: asyncio.Future[Any]) -> None:
+    """Mark the outcome read: the caller that would have read it may have been cancelled."""
+    if not future.cancelled():
+        future.exception()

@@ -177,7 +177,9 @@ class SqliteDatabase:
         try:
             # Shield: once a write is handed to the thread it completes, even if the caller is
             # cancelled; otherwise a cancelled caller could not know whether it committed.
-            result = await asyncio.shield(asyncio.wrap_future(job.future))
+            future = asyncio.wrap_future(job.future)
+            future.add_done_callback(_retrieved)  # a cancelled caller never reads its outcome
+            result = await asyncio.shield(future)
         except sqlite3.Error as exc:
             reason = _fault(exc)
             if reason is None:
@@ -362,3 +364,9 @@ def _migrate(conn: sqlite3.Connection) -> None:
             conn.execute("ROLLBACK")
             raise
         conn.execute("COMMIT")
+
+
+def _retrieved(future: asyncio.Future[Any]) -> None:
+    """Mark the outcome read: the caller that would have read it may have been cancelled."""
+    if not future.cancelled():
+        future.exception()
