@@ -15,8 +15,10 @@ from collections.abc import Iterator
 
 import pytest
 
-POSTGRES_ADMIN_URL = os.environ.get(
-    "SIDECAR_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/postgres"
+POSTGRES_ADMIN_URL = (
+    os.environ.get("SIDECAR_TEST_POSTGRES_URL")
+    or os.environ.get("CONNECTOR_TEST_POSTGRES_URL")  # the name the SDK's tests used
+    or "postgresql://postgres@127.0.0.1:5432/postgres"
 )
 HOW_TO_START_POSTGRES = (
     "start PostgreSQL on 127.0.0.1:5432 (trust auth, user postgres), e.g."

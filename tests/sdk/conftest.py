@@ -26,13 +26,8 @@ _ROOT = str(Path(__file__).resolve().parents[2])
 if _ROOT not in sys.path:
     sys.path.insert(0, _ROOT)
 
-POSTGRES_URL = os.environ.get(
-    "CONNECTOR_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/postgres"
-)
 REDIS_URL = os.environ.get("CONNECTOR_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
 _HOW_TO_START = {
-    "PostgreSQL": "service postgresql start, or: docker run -d -p 127.0.0.1:5432:5432 "
-    "-e POSTGRES_HOST_AUTH_METHOD=trust postgres:15 (or set CONNECTOR_TEST_POSTGRES_URL)",
     "Redis": "service redis-server start, or: docker run -d -p 127.0.0.1:6379:6379 redis:7 "
     "(or set CONNECTOR_TEST_REDIS_URL)",
 }
@@ -53,22 +48,9 @@ def service_unavailable(service: str, error: BaseException) -> NoReturn:
 
 
 @pytest.fixture(scope="session")
-def postgres_dsn() -> Iterator[str]:
-    """A PostgreSQL database created for this test run, dropped at its end."""
-    import psycopg
-    from psycopg.conninfo import make_conninfo
-
-    name = f"connector_test_{secrets.token_hex(6)}"
-    try:
-        admin = psycopg.connect(POSTGRES_URL, autocommit=True, connect_timeout=5)
-    except psycopg.OperationalError as error:
-        service_unavailable("PostgreSQL", error)
-    with admin:
-        admin.execute(f"CREATE DATABASE {name}")
-        try:
-            yield make_conninfo(POSTGRES_URL, dbname=name)
-        finally:
-            admin.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+def postgres_dsn(postgres_database: str) -> str:
+    """The PostgreSQL database of this test run (tests/conftest.py creates and drops it)."""
+    return postgres_database
 
 
 @pytest.fixture(scope="session")
