@@ -15,6 +15,7 @@ import itertools
 import json
 import random
 import sqlite3
+import threading
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from datetime import UTC, datetime
@@ -40,9 +41,7 @@ from connector_sidecar.store.postgres import PostgresDatabase
 
 from .conftest import DatabaseFactory
 
-# The worker against SQLite with fake clocks; on PostgreSQL it is exercised through the app
-# (test_delivery_api, test_lifecycle_events, test_replicas) and three real replicas (e2e).
-pytestmark = [pytest.mark.anyio, pytest.mark.timeout(60)]
+pytestmark = [pytest.mark.anyio, pytest.mark.both_stores, pytest.mark.timeout(60)]
 
 URL = "http://host.test/api/channel-connector-bridge/events"
 BRIDGE_TOKEN = "bridge-token-123"
@@ -158,7 +157,14 @@ async def store(make_database: DatabaseFactory, fake_time: FakeTime) -> AsyncIte
 
 
 WorkerFactory = Callable[..., DeliveryWorker]
-_WORKER_OPTIONS = {"probe_seconds", "shutdown_grace_seconds", "purge_batch", "backoff", "sleep"}
+_WORKER_OPTIONS = {
+    "probe_seconds",
+    "shutdown_grace_seconds",
+    "purge_batch",
+    "backoff",
+    "sleep",
+    "rescan_polls",
+}
 
 
 @pytest.fixture
@@ -737,6 +743,59 @@ async def test_new_events_are_picked_up_at_once(
     assert (await settled(store))["delivered"] == 3
     assert fake_time.slept == []
     assert fake_time.now == START
+
+
+@pytest.mark.postgres_only
+async def test_an_event_whose_seq_commits_late_is_not_skipped(
+    store: Store,
+    make_database: DatabaseFactory,
+    make_worker: WorkerFactory,
+    host_mock: respx.MockRouter,
+    fake_time: FakeTime,
+) -> None:
+    """On PostgreSQL a ``seq`` is taken at insert and seen at commit: an event whose transaction
+    commits after a later event's is found by the next look, not left to the periodic rescan."""
+    host = serve(host_mock, Host(fake_time))
+    worker = make_worker(rescan_polls=1_000_000)  # no periodic rescan in this test
+    await worker.start()
+    await until(_true_when(lambda: worker.stats.rescans == 1), what="the first look")
+
+    other = Store(make_database(), fake_time)
+    await other.db.open()
+    inserted, release = threading.Event(), threading.Event()
+
+    def slow(c: Any) -> None:
+        connection = other.connections.get(c, "conn_1")
+        assert connection is not None
+        other.outbox.enqueue(
+            c, connection, [InboundMessage(message_id="early", peer_id="peer-1", content="x")]
+        )
+        inserted.set()
+        release.wait(10)
+
+    held = asyncio.ensure_future(other.db.transaction(slow))
+    try:
+        assert await asyncio.to_thread(inserted.wait, 10)
+        await enqueue(store, ("peer-2", "late"), connection_id="conn_2")  # a higher seq, first
+        worker.notify()
+        await until(functools.partial(_calls_at_least, host, 1), what="the later event")
+        release.set()
+        await held
+        worker.notify()
+        await until(functools.partial(_calls_at_least, host, 2), what="the event committed late")
+    finally:
+        release.set()
+        await asyncio.gather(held, return_exceptions=True)
+        await other.db.close()
+    assert [c.event["messageId"] for c in host.calls] == ["late", "early"]
+    assert worker.stats.rescans == 1
+
+
+def _true_when(predicate: Callable[[], bool]) -> Callable[[], Awaitable[bool]]:
+    async def check() -> bool:
+        return predicate()
+
+    return check
 
 
 async def test_an_idle_worker_does_not_spin(

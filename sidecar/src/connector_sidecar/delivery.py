@@ -43,7 +43,9 @@ Several replicas
     a replica killed mid-POST goes out again from another one, with the next attempt number.
     Events committed by other replicas wake no one here: on a shared database the worker
     looks for new events every :data:`SHARED_POLL_SECONDS` (real time), and rescans every
-    lane every tenth look.
+    lane every tenth look. A look asks for every ``seq`` above the last one seen and for the
+    gaps below it that may still be filled by transactions committing late (``_track_holes``),
+    so an event is never left to the rescan just because a later one committed first.
 
 Operator pause
     ``POST /bridge/pause`` writes the pause to the database (``bridge_state``); every worker
@@ -109,6 +111,8 @@ EXCERPT_CHARS: Final = 300
 CRASH_RETRY_MS: Final = 5000  # after an unexpected error in the worker itself
 SHARED_POLL_SECONDS: Final = 1.0  # on a shared database: how often to look for others' events
 CLAIM_MARGIN_SECONDS: Final = 30.0  # a claim outlives its POST's timeout by this much
+HOLE_SECONDS: Final = 15.0  # how long a gap in ``seq`` is looked at again (see _track_holes)
+MAX_HOLES: Final = 512
 
 Action = Literal["delivered", "retry", "conflict", "paused", "dead"]
 
@@ -264,6 +268,7 @@ class WorkerStats:
     conflicts: int = 0
     dead: int = 0
     pauses: int = 0
+    rescans: int = 0
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -311,6 +316,7 @@ class DeliveryWorker:
         purge_batch: int = 500,
         purge_pause_seconds: float = 0.05,
         metrics: Metrics | None = None,
+        rescan_polls: int = 10,
     ) -> None:
         self.settings = settings
         self.store = store
@@ -345,6 +351,7 @@ class DeliveryWorker:
         self._answers: list[tuple[_Answer, asyncio.Future[LaneHead | None]]] = []
         self._writer: asyncio.Task[None] | None = None
         self._high_seq = 0
+        self._holes: dict[int, float] = {}  # seq not seen yet below _high_seq -> since (loop time)
         self._scan_all = True
         self._scan_new = False
         self._paused: str | None = None
@@ -355,6 +362,7 @@ class DeliveryWorker:
         self._shared = not store.db.exclusive
         self._poll_at = 0.0
         self._polls = 0
+        self._rescan_polls = rescan_polls
 
     # -- public -----------------------------------------------------------------------------------
 
@@ -467,6 +475,8 @@ class DeliveryWorker:
         self._floors.clear()
         self._done.clear()
         self._scan_all = True
+        self._high_seq = 0
+        self._holes.clear()
 
     async def purge(self) -> int:
         """Delete delivered events older than the retention, in small batches; returns how many.
@@ -535,16 +545,21 @@ class DeliveryWorker:
             self._operator_paused = await self.store.db.run(self.store.bridge.paused)
         async with self._lock:
             if self._scan_all:
-                self._scan_all = self._scan_new = False
+                self._scan_all = False
+                self.stats.rescans += 1
                 heads, high = await self.store.db.run(self.store.outbox.lane_heads)
-                self._high_seq = max(self._high_seq, high)
+                if self._high_seq == 0:  # the first look: what is there now is not a gap
+                    self._high_seq = high
+                else:  # later ones: what arrived since is read with its gaps (below)
+                    self._scan_new = True
                 self._absorb(heads)
-            elif self._scan_new:
+            if self._scan_new:
                 self._scan_new = False
-                heads = await self.store.db.run(self.store.outbox.pending_since, self._high_seq)
-                if heads:
-                    self._high_seq = max(self._high_seq, heads[-1].seq)
-                self._absorb(heads)
+                found = await self.store.db.run(
+                    self.store.outbox.arrivals, self._high_seq, sorted(self._holes)
+                )
+                self._track_holes(found.seqs)
+                self._absorb(found.heads)
             now = now_ms(self._clock)
             picks, force = self._pick(now)
             if not picks:
@@ -567,8 +582,38 @@ class DeliveryWorker:
             self._polls += 1
             self._scan_new = True
             self._check_pause = True
-            if self._polls % 10 == 0:
+            if self._polls % self._rescan_polls == 0:
                 self._scan_all = True
+
+    def _track_holes(self, seqs: list[int]) -> None:
+        """Remember the gaps below the newest ``seq`` seen, and look at them again next time.
+
+        On PostgreSQL a ``seq`` is taken when a row is inserted and becomes visible when its
+        transaction commits, so a look can see seq 12 while 11 is still being committed by
+        another transaction; moving past 11 for good would leave that event to the next full
+        rescan. Each such gap is asked for by number in the following looks until it shows up
+        or :data:`HOLE_SECONDS` pass (a rolled-back insert, or a redelivery that inserted
+        nothing, leaves a gap that never fills; the periodic rescan covers the rest).
+        """
+        now = asyncio.get_running_loop().time()
+        for seq in seqs:
+            self._holes.pop(seq, None)
+        top = seqs[-1] if seqs else self._high_seq
+        if top > self._high_seq:
+            seen = set(seqs)
+            if top - self._high_seq > MAX_HOLES + len(seen):
+                self._scan_all = True  # more gaps than are worth naming: rescan once instead
+            for seq in range(max(self._high_seq + 1, top - MAX_HOLES), top):
+                if seq not in seen:
+                    self._holes[seq] = now
+            self._high_seq = top
+        for seq, since in list(self._holes.items()):
+            if now - since > HOLE_SECONDS:
+                del self._holes[seq]
+        if len(self._holes) > MAX_HOLES:  # a burst of gaps: keep the newest, rescan for the rest
+            for seq in sorted(self._holes)[: len(self._holes) - MAX_HOLES]:
+                del self._holes[seq]
+            self._scan_all = True
 
     def _holder(self) -> Holder:
         wall = wall_ms()

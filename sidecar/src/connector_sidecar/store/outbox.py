@@ -5,7 +5,7 @@ Rows are ``pending`` until the delivery worker hands them to the host (``deliver
 ordering: within a lane, events are delivered strictly in ``seq`` order. The *head* of a lane is
 its pending event with the lowest ``seq``; only a head is ever sent.
 
-The worker's queries are all index range scans: new pending events by ``(status, seq)``, the head
+The worker's queries are all index range scans: new events by ``seq`` (the primary key), the head
 of one lane by the partial index on pending ``(lane, seq)``. ``attempts`` is incremented in the
 transaction that claims an event, before its POST, so an attempt number is never used twice even
 across a crash; ``failures`` counts the attempts that failed (not the 409s of a host still busy
@@ -31,6 +31,7 @@ from connector_sidecar.store.replicas import Holder
 
 __all__ = [
     "BUSY_RETRY_MS",
+    "Arrivals",
     "AttemptRecord",
     "Claim",
     "EnqueueResult",
@@ -103,6 +104,14 @@ class LaneHead:
     lane: str
     seq: int
     next_attempt_at: int
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Arrivals:
+    """What one look for new events found: the pending ones, and every ``seq`` seen."""
+
+    heads: list[LaneHead]
+    seqs: list[int]
 
 
 BUSY_RETRY_MS = 1000
@@ -251,14 +260,25 @@ class Outbox:
 
     # -- the delivery worker ----------------------------------------------------------------------
 
-    def pending_since(self, conn: Connection, after_seq: int) -> list[LaneHead]:
-        """Pending events with ``seq > after_seq``, oldest first (new arrivals since a look)."""
-        rows = conn.execute(
-            "SELECT lane, seq, next_attempt_at FROM outbox"
-            " WHERE status = 'pending' AND seq > ? ORDER BY seq",
-            (after_seq,),
-        )
-        return [LaneHead(r[0], r[1], r[2]) for r in rows]
+    def arrivals(self, conn: Connection, after_seq: int, holes: Sequence[int] = ()) -> Arrivals:
+        """Events with ``seq > after_seq`` or ``seq`` in ``holes``, whatever their status: what
+        arrived since the worker's last look, and the gaps it is still waiting on.
+
+        Only the pending ones are returned as heads to schedule; every ``seq`` found is returned
+        so the worker can tell a gap (a ``seq`` taken by a transaction not committed yet, or
+        rolled back) from an event already delivered.
+        """
+        sql = "SELECT lane, seq, next_attempt_at, status FROM outbox WHERE seq > ?"
+        if holes:
+            sql += f" OR seq IN ({', '.join('?' * len(holes))})"
+        rows = conn.execute(sql + " ORDER BY seq", (after_seq, *holes))
+        heads: list[LaneHead] = []
+        seqs: list[int] = []
+        for lane, seq, due, status in rows:
+            seqs.append(seq)
+            if status == "pending":
+                heads.append(LaneHead(lane, seq, due))
+        return Arrivals(heads, seqs)
 
     def lane_heads(self, conn: Connection) -> tuple[list[LaneHead], int]:
         """The head of every lane with pending events, and the highest ``seq`` in the table.
