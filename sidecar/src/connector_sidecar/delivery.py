@@ -548,10 +548,9 @@ class DeliveryWorker:
                 self._scan_all = False
                 self.stats.rescans += 1
                 heads, high = await self.store.db.run(self.store.outbox.lane_heads)
-                if self._high_seq == 0:  # the first look: what is there now is not a gap
+                if self._high_seq == 0:  # the first look: below its top, nothing is a gap
                     self._high_seq = high
-                else:  # later ones: what arrived since is read with its gaps (below)
-                    self._scan_new = True
+                self._scan_new = True  # what arrived since (or meanwhile) is read below
                 self._absorb(heads)
             if self._scan_new:
                 self._scan_new = False

@@ -283,15 +283,18 @@ class Outbox:
     def lane_heads(self, conn: Connection) -> tuple[list[LaneHead], int]:
         """The head of every lane with pending events, and the highest ``seq`` in the table.
 
-        One pass over the pending events: run at start and after a replay, not per event.
+        One pass over the pending events: run at start and after a replay, not per event. The
+        highest ``seq`` is read first: on PostgreSQL each statement sees the commits made
+        before it, so read after the heads it could count an event committed in between, one
+        the heads do not hold, as already seen.
         """
+        top = conn.execute("SELECT MAX(seq) FROM outbox").fetchone()[0]
         rows = conn.execute(
             "SELECT o.lane, o.seq, o.next_attempt_at FROM outbox o JOIN"
             " (SELECT MIN(seq) AS seq FROM outbox WHERE status = 'pending' GROUP BY lane) h"
             " ON o.seq = h.seq"
         )
         heads = sorted((LaneHead(r[0], r[1], r[2]) for r in rows), key=lambda h: h.seq)
-        top = conn.execute("SELECT MAX(seq) FROM outbox").fetchone()[0]
         return heads, int(top or 0)
 
     def first_pending(self, conn: Connection, lane: str, from_seq: int) -> OutboxRow | None:
