@@ -28,13 +28,9 @@ import pytest
 import respx
 
 from connector_sidecar._secret import Secret
+from connector_sidecar.bridge_answers import Backoff, judge, parse_retry_after
 from connector_sidecar.config import Settings
-from connector_sidecar.delivery import (
-    Backoff,
-    DeliveryWorker,
-    judge,
-    parse_retry_after,
-)
+from connector_sidecar.delivery import DeliveryWorker
 from connector_sidecar.store import InboundMessage, SqliteDatabase, Store
 from connector_sidecar.store._sql import postgres_sql
 from connector_sidecar.store.postgres import PostgresDatabase

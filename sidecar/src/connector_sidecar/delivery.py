@@ -21,15 +21,16 @@ Scheduling
 Attempts and answers
     Claiming an event increments ``attempts`` in the same transaction, before its POST: that is
     the body's ``deliveryAttempt``, never reused even after a crash. The host's answer decides
-    (:func:`judge`): 2xx delivered unless the body says ``accepted: false``; 409 means the host is
-    still busy with an earlier attempt, so try again after its ``Retry-After`` without counting a
-    failure; 408, 425, 429, 5xx, timeouts and connection errors retry with full-jitter
-    exponential backoff (:class:`Backoff`) that never undercuts ``Retry-After``; 401 and 403
-    pause the whole bridge (``/readyz`` says why) and probe every ``probe_seconds`` with one
-    event until the host accepts again, dead-lettering nothing; any other 4xx is dead at once.
-    An event older than ``BRIDGE_MAX_AGE_SECONDS`` is dead-lettered when it next comes up.
-    Retry times and failure counts live in the outbox (``next_attempt_at``, ``failures``), so a
-    restart continues the schedule, and the 409s before it still do not widen the backoff.
+    (``bridge_answers.judge``): 2xx delivered unless the body says ``accepted: false``; 409
+    means the host is still busy with an earlier attempt, so try again after its
+    ``Retry-After`` without counting a failure; 408, 425, 429, 5xx, timeouts and connection
+    errors retry with full-jitter exponential backoff (``bridge_answers.Backoff``) that never
+    undercuts ``Retry-After``; 401 and 403 pause the whole bridge (``/readyz`` says why) and
+    probe every ``probe_seconds`` with one event until the host accepts again, dead-lettering
+    nothing; any other 4xx is dead at once. An event older than ``BRIDGE_MAX_AGE_SECONDS`` is
+    dead-lettered when it next comes up. Retry times and failure counts live in the outbox
+    (``next_attempt_at``, ``failures``), so a restart continues the schedule, and the 409s
+    before it still do not widen the backoff.
 
 Crash safety
     An event in flight when the process dies is still ``pending``: after a restart it is sent
@@ -65,21 +66,20 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
-import email.utils
 import heapq
 import logging
 import urllib.parse
 from collections.abc import Callable
-from typing import Any, Final, Literal, TypeVar
+from typing import Any, Final, TypeVar
 
 import httpx
 import msgspec
-from tenacity import RetryCallState, Retrying, wait_random_exponential
 
 from connector_contracts import encode
 from connector_sidecar._bridge_client import BridgeClient
 from connector_sidecar._clock import Clock, Sleep, now_ms, system_clock
 from connector_sidecar._logging import bind_log_context
+from connector_sidecar.bridge_answers import EXCERPT_CHARS, Backoff, Verdict, judge
 from connector_sidecar.config import Settings
 from connector_sidecar.leases import wall_ms
 from connector_sidecar.metrics import Metrics
@@ -89,65 +89,19 @@ from connector_sidecar.store._sql import Connection
 from connector_sidecar.store.outbox import Claim, LaneHead, OutboxRow
 from connector_sidecar.store.replicas import Holder
 
-__all__ = [
-    "Backoff",
-    "DeliveryWorker",
-    "Verdict",
-    "WorkerStats",
-    "judge",
-    "parse_retry_after",
-]
+__all__ = ["DeliveryWorker", "WorkerStats"]
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 
-BACKOFF_BASE_SECONDS: Final = 0.5
-BACKOFF_CAP_SECONDS: Final = 60.0
-MAX_RETRY_AFTER_SECONDS: Final = 3600.0  # a host asking for more is capped: we still try hourly
 CONFLICT_DEFAULT_SECONDS: Final = 5.0  # a 409 without Retry-After: the SDK's own default
 CONFLICT_MIN_SECONDS: Final = 1.0
 MAX_ANSWER_BYTES: Final = 64 * 1024
-EXCERPT_CHARS: Final = 300
 CRASH_RETRY_MS: Final = 5000  # after an unexpected error in the worker itself
 SHARED_POLL_SECONDS: Final = 1.0  # on a shared database: how often to look for others' events
 CLAIM_MARGIN_SECONDS: Final = 30.0  # a claim outlives its POST's timeout by this much
 HOLE_SECONDS: Final = 15.0  # how long a gap in ``seq`` is looked at again (see _track_holes)
 MAX_HOLES: Final = 512
-
-Action = Literal["delivered", "retry", "conflict", "paused", "dead"]
-
-
-# -- the host's answer -----------------------------------------------------------------------------
-
-
-@dataclasses.dataclass(frozen=True, slots=True)
-class Verdict:
-    """What one attempt's outcome means for the event (the table of docs/CONTRACT.md §5)."""
-
-    action: Action
-    status_code: int | None = None
-    error: str | None = None
-    retry_after: float | None = None  # seconds the host asked us to wait, when it said
-
-
-def parse_retry_after(value: str | None, now: float) -> float | None:
-    """``Retry-After`` as seconds from ``now``: delta-seconds or an HTTP-date; None if absent or bad."""
-    if value is None or not value.strip():
-        return None
-    value = value.strip()
-    try:
-        seconds = float(value)
-    except ValueError:
-        try:
-            when = email.utils.parsedate_to_datetime(value)
-        except (TypeError, ValueError, IndexError):
-            return None
-        if when.tzinfo is None:  # an obsolete date form without a zone: HTTP dates are GMT
-            return None
-        return max(0.0, when.timestamp() - now)
-    if seconds != seconds or seconds < 0:  # NaN or negative
-        return None
-    return seconds
 
 
 def _loggable_url(url: str) -> str:
@@ -159,99 +113,6 @@ def _loggable_url(url: str) -> str:
     netloc = host if parts.port is None else f"{host}:{parts.port}"
     query = "?…" if parts.query else ""
     return urllib.parse.urlunsplit((parts.scheme, netloc, parts.path, "", "")) + query
-
-
-def _excerpt(body: bytes) -> str:
-    text = " ".join(body.decode("utf-8", "replace").split())
-    return text[:EXCERPT_CHARS] + ("…" if len(text) > EXCERPT_CHARS else "")
-
-
-def _answer(body: bytes) -> dict[str, Any]:
-    """The host's JSON answer, or ``{}`` when the body is not a JSON object."""
-    if not body.strip():
-        return {}
-    try:
-        value = msgspec.json.decode(body)
-    except (msgspec.DecodeError, UnicodeDecodeError):  # msgspec reports bad UTF-8 with the latter
-        return {}
-    return value if isinstance(value, dict) else {}
-
-
-def _host_retry_after(headers: httpx.Headers, answer: dict[str, Any], now: float) -> float | None:
-    header = parse_retry_after(headers.get("retry-after"), now)
-    if header is not None:
-        return header
-    seconds = answer.get("retryAfterSeconds")
-    if isinstance(seconds, int | float) and not isinstance(seconds, bool) and seconds >= 0:
-        return float(seconds)
-    return None
-
-
-def judge(status: int, headers: httpx.Headers, body: bytes, *, now: float) -> Verdict:
-    """Map one HTTP answer of the host to what happens to the event (docs/CONTRACT.md §5)."""
-    if 200 <= status < 300:
-        answer = _answer(body)
-        if answer.get("accepted") is False:
-            return Verdict(
-                "retry",
-                status,
-                "the host answered accepted: false",
-                _host_retry_after(headers, answer, now),
-            )
-        return Verdict("delivered", status)
-    if status == 409:
-        answer = _answer(body)
-        return Verdict(
-            "conflict",
-            status,
-            "the host is still processing an earlier attempt (409)",
-            _host_retry_after(headers, answer, now),
-        )
-    if status in (401, 403):
-        return Verdict(
-            "paused",
-            status,
-            f"the host refused the bridge credentials (HTTP {status}); check BRIDGE_TOKEN and"
-            f" BRIDGE_SIGNING_SECRET: {_excerpt(body)}",
-        )
-    if status in (408, 425, 429) or status >= 500:
-        return Verdict(
-            "retry", status, f"HTTP {status}: {_excerpt(body)}", _host_retry_after(headers, {}, now)
-        )
-    if 400 <= status < 500:
-        return Verdict("dead", status, f"HTTP {status}: {_excerpt(body)}")
-    # 1xx/3xx: not in the table. Most likely a misconfigured URL; retrying loses nothing and the
-    # age limit ends it.
-    return Verdict("retry", status, f"unexpected HTTP {status}: {_excerpt(body)}")
-
-
-class Backoff:
-    """Full-jitter exponential backoff (tenacity's ``wait_random_exponential``), configured once.
-
-    The n-th consecutive failure waits a random time in ``[0, min(cap, base * 2**(n-1))]``, but
-    never less than what the host asked for with ``Retry-After`` (itself capped).
-    """
-
-    def __init__(
-        self,
-        *,
-        base: float = BACKOFF_BASE_SECONDS,
-        cap: float = BACKOFF_CAP_SECONDS,
-        max_retry_after: float = MAX_RETRY_AFTER_SECONDS,
-    ) -> None:
-        self.wait = wait_random_exponential(multiplier=base, max=cap)
-        self.max_retry_after = max_retry_after
-        # tenacity computes waits from a RetryCallState; the attempts themselves are counted in
-        # the outbox, so this Retrying object only carries the policy.
-        self._policy = Retrying(wait=self.wait, reraise=True)
-
-    def delay(self, failures: int, retry_after: float | None = None) -> float:
-        state = RetryCallState(self._policy, None, (), {})
-        state.attempt_number = max(1, failures)
-        delay = float(self.wait(state))
-        if retry_after is not None:
-            delay = max(delay, min(retry_after, self.max_retry_after))
-        return delay
 
 
 # -- the worker ------------------------------------------------------------------------------------
