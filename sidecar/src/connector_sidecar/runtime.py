@@ -113,17 +113,20 @@ class DriverContext:
         messages: Sequence[InboundMessage],
         *,
         state: dict[str, str] | None = None,
+        check: Callable[[ConnectionRecord | None], None] | None = None,
     ) -> list[EnqueueResult]:
         """Commit messages to the outbox and the vendor state (cursor, tokens) in one transaction.
 
         Returns once the commit is durable: only then may the driver acknowledge the vendor or
         poll with the new cursor. Every string is made storable first (``_text``): a lone
         surrogate from the vendor becomes U+FFFD, so no message can fail its whole batch.
+        ``check`` sees the connection (None: unknown) inside the transaction, before anything is
+        written; what it raises ends the transaction with nothing written and reaches the caller.
         """
         storable = [storable_message(message) for message in messages]
         if state:
             state = repaired(state)[0]
-        return await self._runtime.ingest(connection_id, storable, state=state)
+        return await self._runtime.ingest(connection_id, storable, state=state, check=check)
 
     async def get_state(self, connection_id: str, key: str) -> str | None:
         return await self.store.db.run(self.store.state.get, connection_id, key)
@@ -369,12 +372,15 @@ class Runtime:
         messages: Sequence[InboundMessage],
         *,
         state: dict[str, str] | None,
+        check: Callable[[ConnectionRecord | None], None] | None = None,
     ) -> list[EnqueueResult]:
         # Media descriptors get their mediaId before the event is stored (docs/CONTRACT.md §10.1).
         messages = [with_media_ids(connection_id, m) for m in messages]
 
         def work(conn: Any) -> tuple[ConnectionRecord, list[EnqueueResult]]:
             connection = self.store.connections.get(conn, connection_id)
+            if check is not None:
+                check(connection)
             if connection is None:
                 raise KeyError(connection_id)
             results = self.store.outbox.enqueue(conn, connection, messages) if messages else []

@@ -21,6 +21,7 @@ import hashlib
 import json
 import os
 import secrets
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -330,9 +331,22 @@ class SimDriver(Driver):
     async def _connection(self, request: Request) -> ConnectionRecord:
         connection_id = request.path_params["connection_id"]
         connection = await self.ctx.get_connection(connection_id)
+        return self._known(connection_id, connection)
+
+    def _known(self, connection_id: str, connection: ConnectionRecord | None) -> ConnectionRecord:
         if connection is None or connection.kind != self.kind:
             raise ApiProblem(404, "connection_not_found", f"no sim connection {connection_id!r}")
         return connection
+
+    def _accepting(self, connection_id: str) -> Callable[[ConnectionRecord | None], None]:
+        """The check an injected message passes: a sim connection, connected."""
+
+        def check(connection: ConnectionRecord | None) -> None:
+            status = self._known(connection_id, connection).status
+            if status != "connected":
+                raise ApiProblem(409, "connection_not_ready", f"the connection is {status}")
+
+        return check
 
     async def _inbound_media(self, body: SimInboundMessage) -> list[dict[str, Any]]:
         """Each injected item kept as the "vendor's" file, and its descriptor."""
@@ -357,11 +371,13 @@ class SimDriver(Driver):
     async def _inbound(self, request: Request) -> Response:
         limit = -(-self.ctx.settings.media_max_bytes // 3) * 4 + MAX_BODY_BYTES
         body = await read_json(request, SimInboundMessage, limit=limit, vendor_text=True)
-        connection = await self._connection(request)
-        if connection.status != "connected":
-            raise ApiProblem(409, "connection_not_ready", f"the connection is {connection.status}")
-        faults = self._faults_of(connection.connection_id)
-        faults.reply_window_closed = False  # a message from the peer reopens the reply window
+        connection_id = request.path_params["connection_id"]
+        accepting = self._accepting(connection_id)
+        if body.media:  # refused before its files are kept; otherwise checked as it is stored
+            accepting(await self.ctx.get_connection(connection_id))
+        if (faults := self._faults.get(connection_id)) is not None:
+            # A message from the peer reopens the reply window (before it can flush a send).
+            faults.reply_window_closed = False
         message_id = body.message_id or "sim_" + secrets.token_hex(10)
         media = await self._inbound_media(body)
         message_type = body.message_type
@@ -370,7 +386,7 @@ class SimDriver(Driver):
             message_type = media[0]["kind"]
             content = PLACEHOLDERS.get(message_type, "[file]")
         [result] = await self.ctx.ingest(
-            connection.connection_id,
+            connection_id,
             [
                 InboundMessage(
                     message_id=message_id,
@@ -383,6 +399,7 @@ class SimDriver(Driver):
                     metadata={"media": media} if media else {},
                 )
             ],
+            check=accepting,
         )
         stored_id = result.message.message_id  # as stored: repaired if it had to be
         return _json(SimInboundAccepted(event_id=result.event_id, message_id=stored_id), status=202)
