@@ -1,8 +1,9 @@
 """``POST /send``: idempotent by requestId, resumable per chunk, truthful about vendor refusals.
 
-One logical send runs at most once at a time in this process (the data directory lock makes
-this the only process): a repeat that arrives while it runs waits for it, briefly, and gets the
-same answer marked ``duplicate``; a repeat that waits too long gets 409 ``request_in_progress``.
+One logical send runs at most once at a time, across every replica: its ledger row is its lock
+(owned by one replica until its hold runs out or that replica's heartbeat stops). A repeat that
+arrives while it runs, here or on another replica, waits for it, briefly, and gets the same
+answer marked ``duplicate``; a repeat that waits too long gets 409 ``request_in_progress``.
 The ledger row is written before the first vendor call and after every accepted chunk, so after
 a crash or a 503 the next attempt continues after the chunks already sent. The last chunk and
 the final status are one commit.
