@@ -14,9 +14,6 @@ from __future__ import annotations
 import asyncio
 import base64
 import hashlib
-import signal
-import subprocess
-import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -25,12 +22,12 @@ import httpx
 import pytest
 
 from connector_sdk import Attachment, SidecarClient
-from connector_sidecar.testing import SidecarProcess, free_port, wait_until
+from connector_sidecar.testing import SidecarProcess, wait_until
 
 from ..emulators.feishu_harness import FeishuEmulatorProcess
 from ..emulators.ilink import IlinkEmulatorProcess
 from .conftest import RecordingHost
-from .test_round_trip_e2e import ROOT, _pair_sim, _python_env
+from .test_round_trip_e2e import _pair_sim, local_run
 from .test_weixin_e2e import pair as pair_weixin
 from .test_weixin_e2e import unique_events
 
@@ -242,31 +239,8 @@ def test_feishu_picture_in_and_files_out(
 def test_make_run_echoes_an_image(tmp_path: Path) -> None:
     """``make run``'s launcher: an injected image comes back from the echo host as the same
     image; ``sent`` shows its sha256."""
-    sidecar_port, echo_port = free_port(), free_port()
-    log = (tmp_path / "run.log").open("wb")
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "examples.run_local", "--var-dir", str(tmp_path / "var")],
-        env=_python_env(SIDECAR_PORT=str(sidecar_port), ECHO_PORT=str(echo_port)),
-        cwd=ROOT,
-        stdout=log,
-        stderr=subprocess.STDOUT,
-    )
-    try:
-        wait_until(
-            lambda: "Ctrl-C stops everything" in (tmp_path / "run.log").read_text(),
-            timeout=60,
-            what="the launcher's banner",
-        )
-        tokens = dict(
-            line.split("=", 1)
-            for line in (tmp_path / "var" / "local.env").read_text().splitlines()
-            if "=" in line
-        )
-        with httpx.Client(
-            base_url=f"http://127.0.0.1:{sidecar_port}",
-            headers={"Authorization": f"Bearer {tokens['EXTERNAL_CONNECTOR_TOKEN']}"},
-            timeout=30,
-        ) as client:
+    with local_run(tmp_path) as run:
+        with run.client() as client:
             _pair_sim(client, "demo")
             injected = client.post(
                 "/sim/connections/demo/messages",
@@ -293,10 +267,4 @@ def test_make_run_echoes_an_image(tmp_path: Path) -> None:
             assert image["fileName"] == "cat.png"
             texts = [i["content"] for i in client.get("/sim/connections/demo/sent").json()["items"]]
             assert "echo: [image]" in texts
-        proc.send_signal(signal.SIGTERM)
-        assert proc.wait(timeout=30) == 0
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait(timeout=10)
-        log.close()
+        assert run.stop() == 0

@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import base64
+import contextlib
+import dataclasses
 import os
 import secrets
 import signal
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -47,6 +50,62 @@ def _pair_sim(client: httpx.Client, connection_id: str) -> None:
     )
     assert paired.status_code == 201, paired.text
     assert paired.json()["status"] == "connected"
+
+
+@dataclasses.dataclass
+class LocalRun:
+    """``python -m examples.run_local`` (what ``make run`` runs) as a process, once its banner
+    is out: the ports it was given, its log and the tokens it wrote to var/local.env."""
+
+    proc: subprocess.Popen[bytes]
+    sidecar_port: int
+    echo_port: int
+    log_path: Path
+    tokens: dict[str, str]
+
+    def client(self) -> httpx.Client:
+        return httpx.Client(
+            base_url=f"http://127.0.0.1:{self.sidecar_port}",
+            headers={"Authorization": f"Bearer {self.tokens['EXTERNAL_CONNECTOR_TOKEN']}"},
+            timeout=30,
+        )
+
+    def stop(self) -> int:
+        """SIGTERM, as Ctrl-C would; its exit code."""
+        self.proc.send_signal(signal.SIGTERM)
+        return self.proc.wait(timeout=30)
+
+
+@contextlib.contextmanager
+def local_run(tmp_path: Path) -> Iterator[LocalRun]:
+    """Start the launcher on free ports; killed at the end if a test left it running."""
+    sidecar_port, echo_port = free_port(), free_port()
+    log_path = tmp_path / "run.log"
+    log = log_path.open("wb")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "examples.run_local", "--var-dir", str(tmp_path / "var")],
+        env=_python_env(SIDECAR_PORT=str(sidecar_port), ECHO_PORT=str(echo_port)),
+        cwd=ROOT,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
+    try:
+        wait_until(
+            lambda: "Ctrl-C stops everything" in log_path.read_text(),
+            timeout=60,
+            what="the launcher's banner",
+        )
+        tokens = dict(
+            line.split("=", 1)
+            for line in (tmp_path / "var" / "local.env").read_text().splitlines()
+            if "=" in line
+        )
+        yield LocalRun(proc, sidecar_port, echo_port, log_path, tokens)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(timeout=10)
+        log.close()
 
 
 def test_round_trip_through_the_echo_host(tmp_path: Path) -> None:
@@ -137,49 +196,20 @@ def test_round_trip_through_the_echo_host(tmp_path: Path) -> None:
 
 def test_make_run_launcher_starts_both_and_stops_cleanly(tmp_path: Path) -> None:
     """``python -m examples.run_local`` (what `make run` runs) wires both processes and stops them on SIGTERM."""
-    sidecar_port, echo_port = free_port(), free_port()
-    log = (tmp_path / "run.log").open("wb")
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "examples.run_local", "--var-dir", str(tmp_path / "var")],
-        env=_python_env(SIDECAR_PORT=str(sidecar_port), ECHO_PORT=str(echo_port)),
-        cwd=ROOT,
-        stdout=log,
-        stderr=subprocess.STDOUT,
-    )
-    try:
-        wait_until(
-            lambda: "Ctrl-C stops everything" in (tmp_path / "run.log").read_text(),
-            timeout=60,
-            what="the launcher's banner",
-        )
-        banner = (tmp_path / "run.log").read_text()
-        tokens = dict(
-            line.split("=", 1)
-            for line in (tmp_path / "var" / "local.env").read_text().splitlines()
-            if "=" in line
-        )
-        token = tokens["EXTERNAL_CONNECTOR_TOKEN"]
+    with local_run(tmp_path) as run:
+        banner = run.log_path.read_text()
+        token = run.tokens["EXTERNAL_CONNECTOR_TOKEN"]
         assert f"export TOKEN={token}" in banner
-        assert f"http://127.0.0.1:{sidecar_port}" in banner
-        with httpx.Client(
-            base_url=f"http://127.0.0.1:{sidecar_port}",
-            headers={"Authorization": f"Bearer {token}"},
-            timeout=30,
-        ) as client:
+        assert f"http://127.0.0.1:{run.sidecar_port}" in banner
+        with run.client() as client:
             _pair_sim(client, "demo")
             client.post("/sim/connections/demo/messages", json={"peerId": "alice", "content": "hi"})
             echoes = wait_until(lambda: _echoes(client, "demo"), timeout=30, what="the echo")
             assert [e["content"] for e in echoes] == ["echo: hi"]
-        proc.send_signal(signal.SIGTERM)
-        assert proc.wait(timeout=30) == 0
-        for port in (sidecar_port, echo_port):
+        assert run.stop() == 0
+        for port in (run.sidecar_port, run.echo_port):
             with pytest.raises(httpx.ConnectError):
                 httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=2)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait(timeout=10)
-        log.close()
 
 
 def test_run_sidecar_delivers_to_your_backend(tmp_path: Path) -> None:
