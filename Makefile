@@ -56,7 +56,7 @@ browser: ## Install Debian's chromium for the console's browser test, when missi
 test: install browser ## Run the whole test suite
 	$(RUN) pytest $(PYTEST_ARGS)
 
-test-stress: install ## Run the whole suite STRESS_RUNS times (default 5) with the other core kept busy
+test-stress: install browser ## Run the whole suite STRESS_RUNS times (default 5) with the other core kept busy
 	$(RUN) python -m tests.stress --runs $(STRESS_RUNS) -- $(PYTEST_ARGS)
 
 dist: install ## Build the wheels and sdists of contracts, sdk and sidecar into dist/ (DIST_DIR)
