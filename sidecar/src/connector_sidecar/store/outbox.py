@@ -261,16 +261,18 @@ class Outbox:
     # -- the delivery worker ----------------------------------------------------------------------
 
     def arrivals(self, conn: Connection, after_seq: int, holes: Sequence[int] = ()) -> Arrivals:
-        """Events with ``seq > after_seq`` or ``seq`` in ``holes``, whatever their status: what
-        arrived since the worker's last look, and the gaps it is still waiting on.
+        """Events with ``seq > after_seq`` or ``seq`` in ``holes`` (each below ``after_seq``),
+        whatever their status: what arrived since the worker's last look, and the gaps it is
+        still waiting on.
 
         Only the pending ones are returned as heads to schedule; every ``seq`` found is returned
         so the worker can tell a gap (a ``seq`` taken by a transaction not committed yet, or
         rolled back) from an event already delivered.
         """
-        sql = "SELECT lane, seq, next_attempt_at, status FROM outbox WHERE seq > ?"
-        if holes:
-            sql += f" OR seq IN ({', '.join('?' * len(holes))})"
+        columns = "SELECT lane, seq, next_attempt_at, status FROM outbox"
+        sql = f"{columns} WHERE seq > ?"
+        if holes:  # a union, not OR: SQLite would scan the whole table for an OR
+            sql += f" UNION ALL {columns} WHERE seq IN ({', '.join('?' * len(holes))})"
         rows = conn.execute(sql + " ORDER BY seq", (after_seq, *holes))
         heads: list[LaneHead] = []
         seqs: list[int] = []
