@@ -16,7 +16,9 @@ import asyncio
 import contextlib
 import dataclasses
 import itertools
-from collections.abc import AsyncIterator, Callable
+import sys
+import threading
+from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -170,13 +172,56 @@ async def running_sidecar(
     if sleep is not None:
         timing["sleep"] = sleep
     app = create_app(settings, **timing)
-    async with (
-        app.router.lifespan_context(app),
-        httpx.AsyncClient(
-            transport=httpx.ASGITransport(app=app), base_url="http://sidecar", headers=AUTH
-        ) as client,
-    ):
-        yield Sidecar(app=app, settings=settings, client=client)
+    with _task_dump_after(WATCHDOG_SECONDS):
+        async with (
+            app.router.lifespan_context(app),
+            httpx.AsyncClient(
+                transport=httpx.ASGITransport(app=app), base_url="http://sidecar", headers=AUTH
+            ) as client,
+        ):
+            yield Sidecar(app=app, settings=settings, client=client)
+
+
+def _awaiting(coro: Any) -> Iterator[str]:
+    """Where a coroutine waits, outermost first: its frame, then what it awaits, and so on."""
+    for _ in range(50):
+        frame = getattr(coro, "cr_frame", None) or getattr(coro, "gi_frame", None)
+        if frame is not None:
+            yield f"{frame.f_code.co_filename}:{frame.f_lineno} in {frame.f_code.co_name}"
+        coro = getattr(coro, "cr_await", None) or getattr(coro, "gi_yieldfrom", None)
+        if coro is None:
+            return
+        if not hasattr(coro, "cr_frame") and not hasattr(coro, "gi_frame"):
+            yield f"awaiting {coro!r}"[:300]
+            return
+
+
+WATCHDOG_SECONDS = 45.0  # below the 60 s timeout of the modules that run sidecars
+
+
+@contextlib.contextmanager
+def _task_dump_after(seconds: float) -> Iterator[None]:
+    """If the sidecar is still running after ``seconds``, print where every asyncio task waits.
+
+    pytest-timeout shows the threads' stacks, where an idle event loop says nothing; a stuck
+    test is explained by the task stacks (shown with the failure, as captured stderr).
+    """
+    loop = asyncio.get_running_loop()
+
+    def dump() -> None:
+        print(f"--- asyncio tasks after {seconds:g} s ---", file=sys.stderr)
+        for task in asyncio.all_tasks(loop):
+            print(f"{task.get_name()}:", file=sys.stderr)
+            for where in _awaiting(task.get_coro()):
+                print(f"    {where}", file=sys.stderr)
+
+    timer = threading.Timer(seconds, lambda: loop.call_soon_threadsafe(dump))
+    timer.daemon = True
+    timer.start()
+    try:
+        yield
+    finally:
+        timer.cancel()
 
 
 SidecarFactory = Callable[..., contextlib.AbstractAsyncContextManager[Sidecar]]
