@@ -890,6 +890,39 @@ async def _forever(seconds: float) -> None:
     await asyncio.Event().wait()
 
 
+async def test_stop_is_not_lost_when_it_lands_while_the_worker_tidies_up_a_wait(
+    store: Store, make_worker: WorkerFactory, host_mock: respx.MockRouter, fake_time: FakeTime
+) -> None:
+    """A wake-up ends the worker's wait; while it cancels and awaits the timer of that wait,
+    stop() cancels the worker. That cancellation must end the worker (it used to be taken for
+    the timer's own and swallowed: stop() then waited for ever)."""
+    serve(host_mock, Host(fake_time))
+    await enqueue(store, ("peer-1", "m1"))
+    await store.db.transaction(
+        lambda c: c.execute("UPDATE outbox SET next_attempt_at = ?", (2**50,))
+    )
+    tidying, release = asyncio.Event(), asyncio.Event()
+
+    async def slow_to_cancel(seconds: float) -> None:
+        try:
+            await asyncio.Event().wait()
+        except asyncio.CancelledError:
+            tidying.set()
+            await release.wait()  # the worker is now inside its wait's clean-up
+            raise
+
+    worker = make_worker(sleep=slow_to_cancel)
+    await worker.start()
+    await until(_true_when(lambda: worker.stats.wakeups >= 1), what="the worker's first wait")
+    await asyncio.sleep(0.05)  # into the wait, with the timer running
+    worker.notify()
+    await asyncio.wait_for(tidying.wait(), 10)
+    stopping = asyncio.ensure_future(worker.stop())
+    await asyncio.sleep(0.05)  # stop() has cancelled the worker, which is still tidying up
+    release.set()
+    await asyncio.wait_for(stopping, 10)
+
+
 async def test_a_restart_continues_the_retry_schedule(
     store: Store, make_worker: WorkerFactory, host_mock: respx.MockRouter, fake_time: FakeTime
 ) -> None:

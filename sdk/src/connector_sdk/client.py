@@ -509,8 +509,11 @@ class SidecarClient:
         finally:
             if renewer is not None:
                 renewer.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await renewer
+                # asyncio.wait, not suppress(CancelledError): our caller's own cancellation
+                # arriving meanwhile must propagate, not be taken for the renewer's.
+                await asyncio.wait({renewer})
+                if not renewer.cancelled() and (failure := renewer.exception()) is not None:
+                    raise failure
                 await call(False)
 
     # §6 deliveries -----------------------------------------------------------------------------

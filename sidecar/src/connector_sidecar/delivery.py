@@ -79,6 +79,7 @@ from connector_contracts import encode
 from connector_sidecar._bridge_client import BridgeClient
 from connector_sidecar._clock import Clock, Sleep, now_ms, system_clock
 from connector_sidecar._logging import bind_log_context
+from connector_sidecar._tasks import cancel_and_wait
 from connector_sidecar.bridge_answers import EXCERPT_CHARS, Backoff, Verdict, judge
 from connector_sidecar.config import Settings
 from connector_sidecar.leases import wall_ms
@@ -307,11 +308,7 @@ class DeliveryWorker:
 
         A cancelled POST leaves its event pending: it is sent again after the restart.
         """
-        for task in (self._main, self._retention):
-            if task is not None:
-                task.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await task
+        await cancel_and_wait(t for t in (self._main, self._retention) if t is not None)
         self._main = self._retention = None
         lanes = list(self._in_flight.values())
         if lanes:
@@ -630,10 +627,9 @@ class DeliveryWorker:
         try:
             await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
         finally:
-            for task in tasks:
-                task.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await task
+            # Not ``suppress(CancelledError): await task``: a stop() arriving meanwhile would be
+            # swallowed there, and the worker would never stop (_tasks.py).
+            await cancel_and_wait(tasks)
 
     # -- one attempt ------------------------------------------------------------------------------
 

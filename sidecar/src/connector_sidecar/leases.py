@@ -32,6 +32,7 @@ import math
 import time
 from typing import TYPE_CHECKING, Final
 
+from connector_sidecar._tasks import cancel_and_wait
 from connector_sidecar.store._sql import Connection
 from connector_sidecar.store.errors import StorageUnavailableError
 from connector_sidecar.store.replicas import LIVE_STATUSES
@@ -87,9 +88,7 @@ class LeaseKeeper:
     async def stop(self) -> None:
         """Stop ticking; release every lease (call once the inbound loops have stopped)."""
         if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+            await cancel_and_wait([self._task])
             self._task = None
         with contextlib.suppress(Exception):
             await self.store.db.transaction(self.store.replicas.forget, self.replica_id)

@@ -23,6 +23,7 @@ import httpx
 from connector_sidecar._clock import Clock
 from connector_sidecar._logging import bind_log_context
 from connector_sidecar._secret import without_secrets
+from connector_sidecar._tasks import cancel_and_wait
 from connector_sidecar._text import repaired, storable_message, storable_text
 from connector_sidecar.config import Settings
 from connector_sidecar.drivers.base import Driver, SessionClosedError
@@ -195,11 +196,7 @@ class Runtime:
     async def stop(self) -> None:
         self._stopping = True
         tasks = [*self._connection_tasks.values(), *self._session_tasks.values(), *self._background]
-        for task in tasks:
-            task.cancel()
-        for task in tasks:
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await task
+        await cancel_and_wait(tasks)
         self._connection_tasks.clear()
         self._session_tasks.clear()
         await self.leases.stop()
@@ -228,9 +225,8 @@ class Runtime:
         """Stop the inbound loop, and wait for the ingest it had handed to the store: on
         PostgreSQL that transaction runs beside the caller's next one, not before it."""
         task = self.stop_connection_nowait(connection_id)
-        if task is not None and task is not asyncio.current_task():
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await task
+        if task is not None:
+            await cancel_and_wait([task])
         pending = self._ingesting.pop(connection_id, set())
         await asyncio.gather(*pending, return_exceptions=True)
 
@@ -453,9 +449,7 @@ class Runtime:
     async def cancel_session(self, session_id: str) -> None:
         task = self._session_tasks.pop(session_id, None)
         if task is not None:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await task
+            await cancel_and_wait([task])
 
     async def close_session(self, session_id: str, *, error: str) -> SessionRecord | None:
         """Stop a session's pairing task and mark it ``cancelled``, unless it ended meanwhile.
