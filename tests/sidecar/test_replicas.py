@@ -125,13 +125,17 @@ async def test_leases_spread_over_the_replicas(make_sidecar: SidecarFactory) -> 
         async def spread() -> bool:
             items = (await b.client.get("/connections")).json()["items"]
             owners = [c["replica"] for c in items]
-            return owners.count("replica-a") == 3 and owners.count("replica-b") == 3
+            if owners.count("replica-a") != 3 or owners.count("replica-b") != 3:
+                return False
+            # A lease is written before its replica starts the loop: wait for the loops too.
+            running_a = a.app.state.services.runtime.running_connections()
+            running_b = b.app.state.services.runtime.running_connections()
+            return len(running_a) == len(running_b) == 3
 
-        await until(spread, "the leases to spread", timeout=20)
+        await until(spread, "the leases to spread and their loops to run", timeout=20)
         running_a = a.app.state.services.runtime.running_connections()
         running_b = b.app.state.services.runtime.running_connections()
-        assert len(running_a) == len(running_b) == 3
-        assert not running_a & running_b
+        assert not running_a & running_b  # each connection runs in one replica only
 
 
 async def test_one_request_id_on_two_replicas_is_sent_once(make_sidecar: SidecarFactory) -> None:
