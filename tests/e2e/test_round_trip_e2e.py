@@ -77,14 +77,15 @@ class LocalRun:
 
 
 @contextlib.contextmanager
-def local_run(tmp_path: Path) -> Iterator[LocalRun]:
-    """Start the launcher on free ports; killed at the end if a test left it running."""
+def local_run(tmp_path: Path, *args: str, **env: str) -> Iterator[LocalRun]:
+    """Start the launcher (with ``args``, and ``env`` added) on free ports, its var directory
+    in ``tmp_path``; killed at the end if a test left it running."""
     sidecar_port, echo_port = free_port(), free_port()
     log_path = tmp_path / "run.log"
     log = log_path.open("wb")
     proc = subprocess.Popen(
-        [sys.executable, "-m", "examples.run_local", "--var-dir", str(tmp_path / "var")],
-        env=_python_env(SIDECAR_PORT=str(sidecar_port), ECHO_PORT=str(echo_port)),
+        [sys.executable, "-m", "examples.run_local", *args, "--var-dir", str(tmp_path / "var")],
+        env=_python_env(SIDECAR_PORT=str(sidecar_port), ECHO_PORT=str(echo_port), **env),
         cwd=ROOT,
         stdout=log,
         stderr=subprocess.STDOUT,
@@ -226,47 +227,25 @@ def test_run_sidecar_delivers_to_your_backend(tmp_path: Path) -> None:
     )
     host = RecordingHost(tmp_path, token=bridge_token, signing_secret=signing_secret)
     host.start()
-    sidecar_port = free_port()
-    log_path = tmp_path / "run.log"
-    log = log_path.open("wb")
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "examples.run_local", "--sidecar-only", "--var-dir", str(var)],
-        env=_python_env(SIDECAR_PORT=str(sidecar_port), BRIDGE_URL=host.url),
-        cwd=ROOT,
-        stdout=log,
-        stderr=subprocess.STDOUT,
-    )
     try:
-        wait_until(
-            lambda: "Ctrl-C stops everything" in log_path.read_text(),
-            timeout=60,
-            what="the launcher's banner",
-        )
-        banner = log_path.read_text()
-        assert f"bridge      {host.url}" in banner
-        assert str(var / "local.env") in banner
-        with httpx.Client(
-            base_url=f"http://127.0.0.1:{sidecar_port}",
-            headers={"Authorization": f"Bearer {api_token}"},
-            timeout=30,
-        ) as client:
-            _pair_sim(client, "demo")
-            sent = client.post(
-                "/sim/connections/demo/messages", json={"peerId": "alice", "content": "hi"}
-            )
-            assert sent.status_code == 202, sent.text
-            [record] = wait_until(
-                lambda: [r for r in host.records() if r["accepted"]],
-                timeout=30,
-                what="the event at your backend",
-            )
-        assert record["event"]["eventId"] == sent.json()["eventId"]
-        assert record["signatureValid"] is True
-        proc.send_signal(signal.SIGTERM)
-        assert proc.wait(timeout=30) == 0
+        with local_run(tmp_path, "--sidecar-only", BRIDGE_URL=host.url) as run:
+            banner = run.log_path.read_text()
+            assert f"bridge      {host.url}" in banner
+            assert str(var / "local.env") in banner
+            assert run.tokens["EXTERNAL_CONNECTOR_TOKEN"] == api_token
+            with run.client() as client:
+                _pair_sim(client, "demo")
+                sent = client.post(
+                    "/sim/connections/demo/messages", json={"peerId": "alice", "content": "hi"}
+                )
+                assert sent.status_code == 202, sent.text
+                [record] = wait_until(
+                    lambda: [r for r in host.records() if r["accepted"]],
+                    timeout=30,
+                    what="the event at your backend",
+                )
+            assert record["event"]["eventId"] == sent.json()["eventId"]
+            assert record["signatureValid"] is True
+            assert run.stop() == 0
     finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait(timeout=10)
-        log.close()
         host.terminate()
