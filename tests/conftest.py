@@ -8,10 +8,14 @@ it (``postgres_url``), dropped after the test. Unreachable, the tests that need 
 
 from __future__ import annotations
 
+import faulthandler
 import os
 import secrets
+import sys
+import threading
 import urllib.parse
-from collections.abc import Iterator
+from collections.abc import Generator, Iterator
+from typing import Any
 
 import pytest
 
@@ -84,3 +88,36 @@ def postgres_url(postgres_database: str) -> Iterator[str]:
     )
     with psycopg.connect(postgres_database, autocommit=True) as conn:
         conn.execute(f'DROP SCHEMA "{schema}" CASCADE')
+
+
+# -- a teardown that never ends ends the run --------------------------------------------------------
+
+TEARDOWN_LIMIT_SECONDS = 120.0
+
+
+@pytest.hookimpl(hookwrapper=True, tryfirst=True)
+def pytest_runtest_teardown(item: pytest.Item) -> Generator[None, Any, None]:
+    """pytest-timeout sets one alarm per test; once it has gone off in the test body, nothing
+    bounds the fixtures' teardown, and a teardown that never returns would hang the whole run
+    until CI kills it. After :data:`TEARDOWN_LIMIT_SECONDS` of teardown, every thread's stack is
+    printed and the run ends with exit code 3."""
+    timer = threading.Timer(TEARDOWN_LIMIT_SECONDS, _end_stuck_run, (item,))
+    timer.daemon = True
+    timer.start()
+    try:
+        yield
+    finally:
+        timer.cancel()
+
+
+def _end_stuck_run(item: pytest.Item) -> None:
+    capture = item.config.pluginmanager.getplugin("capturemanager")
+    if capture is not None:
+        capture.suspend_global_capture(in_=True)
+    sys.stderr.write(
+        f"\n+++ the teardown of {item.nodeid} is still running after"
+        f" {TEARDOWN_LIMIT_SECONDS:g} s: ending the run +++\n"
+    )
+    faulthandler.dump_traceback(file=sys.stderr, all_threads=True)
+    sys.stderr.flush()
+    os._exit(3)
