@@ -19,7 +19,8 @@ async def test_it_waits_for_every_task_and_reads_their_outcomes() -> None:
     sleeping = asyncio.ensure_future(asyncio.sleep(3600))
     await asyncio.sleep(0)
     await cancel_and_wait([failing, sleeping])
-    assert failing.done() and sleeping.cancelled()
+    assert failing.done()
+    assert sleeping.cancelled()
 
 
 async def test_the_callers_own_cancellation_propagates() -> None:
