@@ -452,22 +452,28 @@ class DeliveryWorker:
         or :data:`HOLE_SECONDS` pass (a rolled-back insert, or a redelivery that inserted
         nothing, leaves a gap that never fills; the periodic rescan covers the rest).
         """
-        now = asyncio.get_running_loop().time()
         for seq in seqs:
             self._holes.pop(seq, None)
         top = seqs[-1] if seqs else self._high_seq
         if top > self._high_seq:
-            seen = set(seqs)
-            if top - self._high_seq > MAX_HOLES + len(seen):
-                self._scan_all = True  # more gaps than are worth naming: rescan once instead
-            for seq in range(max(self._high_seq + 1, top - MAX_HOLES), top):
-                if seq not in seen:
-                    self._holes[seq] = now
+            # With one writer (SQLite) a look sees every commit made before it: a gap there is
+            # for good (a rollback, a redelivery that inserted nothing), nothing to wait for.
+            if self._shared:
+                self._note_gaps({s for s in seqs if s > self._high_seq}, top)
             self._high_seq = top
-        for seq, since in list(self._holes.items()):
-            if now - since > HOLE_SECONDS:
-                del self._holes[seq]
-        if len(self._holes) > MAX_HOLES:  # a burst of gaps: keep the newest, rescan for the rest
+        if self._holes:
+            expired = asyncio.get_running_loop().time() - HOLE_SECONDS
+            self._holes = {seq: since for seq, since in self._holes.items() if since >= expired}
+
+    def _note_gaps(self, seen: set[int], top: int) -> None:
+        """Every ``seq`` between the last one seen and ``top`` that this look did not find."""
+        if top - self._high_seq - 1 - len(seen) > MAX_HOLES:
+            self._scan_all = True  # more gaps than are worth naming: rescan once instead
+        now = asyncio.get_running_loop().time()
+        for seq in range(max(self._high_seq + 1, top - MAX_HOLES), top):
+            if seq not in seen:
+                self._holes[seq] = now
+        if len(self._holes) > MAX_HOLES:  # keep the newest; the rescan covers the rest
             for seq in sorted(self._holes)[: len(self._holes) - MAX_HOLES]:
                 del self._holes[seq]
             self._scan_all = True
