@@ -108,10 +108,11 @@ async def test_a_replica_that_stops_hands_over_its_connections_and_pairings(
 
         async def moved() -> bool:
             view = (await b.client.get("/connections/conn_a")).json()
-            return bool(view["replica"] == "replica-b")
+            # The lease is written before B starts the loop: wait for the loop too.
+            running = b.app.state.services.runtime.connection_running("conn_a")
+            return bool(view["replica"] == "replica-b" and running)
 
-        await until(moved, "B to take the connection over", timeout=5)
-        assert b.app.state.services.runtime.connection_running("conn_a")
+        await until(moved, "B to take the connection over and run it", timeout=5)
         scanned = await b.client.post(f"/sim/sessions/{session['sessionId']}/scan", json={})
         assert scanned.json()["status"] == "connected"
 
