@@ -12,12 +12,12 @@ import faulthandler
 import os
 import secrets
 import sys
-import threading
 import urllib.parse
 from collections.abc import Generator, Iterator
 from typing import Any
 
 import pytest
+from tests.watchdog import after
 
 POSTGRES_ADMIN_URL = (
     os.environ.get("SIDECAR_TEST_POSTGRES_URL")
@@ -101,13 +101,8 @@ def pytest_runtest_teardown(item: pytest.Item) -> Generator[None, Any, None]:
     bounds the fixtures' teardown, and a teardown that never returns would hang the whole run
     until CI kills it. After :data:`TEARDOWN_LIMIT_SECONDS` of teardown, every thread's stack is
     printed and the run ends with exit code 3."""
-    timer = threading.Timer(TEARDOWN_LIMIT_SECONDS, _end_stuck_run, (item,))
-    timer.daemon = True
-    timer.start()
-    try:
+    with after(TEARDOWN_LIMIT_SECONDS, lambda: _end_stuck_run(item)):
         yield
-    finally:
-        timer.cancel()
 
 
 def _end_stuck_run(item: pytest.Item) -> None:

@@ -10,17 +10,17 @@ may print a traceback, and none may log "ready" (which is logged only once the p
 from __future__ import annotations
 
 import contextlib
-import os
 import secrets
 import socket
 import sqlite3
 import subprocess
 import tempfile
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import httpx
 import pytest
+from tests.faults import mechanism_missing, root_command, tmpfs
 
 from connector_sidecar.testing import SidecarProcess, free_port, wait_until
 
@@ -28,18 +28,6 @@ pytestmark = pytest.mark.e2e
 
 SidecarFactory = Callable[..., SidecarProcess]
 AS_NOBODY = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", "--"]
-
-
-def mechanism_missing(what: str, error: BaseException | str) -> None:
-    """Fail under CI (the fault must really be injected there); skip with the reason locally."""
-    message = f"cannot simulate {what} here ({error}); run the tests as root on Linux"
-    if os.environ.get("CI") == "true":
-        pytest.fail(message, pytrace=False)
-    pytest.skip(message)
-
-
-def root_command(*argv: str) -> None:
-    subprocess.run(argv, check=True, capture_output=True, timeout=30)
 
 
 def refused(sidecar: SidecarProcess, *causes: str) -> str:
@@ -76,22 +64,9 @@ def test_a_newer_database_is_refused(sidecar_factory: SidecarFactory) -> None:
     refused(sidecar, "version 999", "newer")
 
 
-@contextlib.contextmanager
-def read_only_tmpfs(path: Path) -> Iterator[Path]:
-    path.mkdir(parents=True, exist_ok=True)
-    try:
-        root_command("mount", "-t", "tmpfs", "-o", "size=8m", "tmpfs", str(path))
-    except (OSError, subprocess.SubprocessError) as exc:
-        mechanism_missing("a read-only file system (tmpfs)", exc)
-    try:
-        yield path
-    finally:
-        subprocess.run(["umount", "-l", str(path)], check=False, timeout=30)  # noqa: S607
-
-
 def test_a_read_only_file_system_is_named(sidecar_factory: SidecarFactory, tmp_path: Path) -> None:
     """On a file system remounted read-only, an existing data directory stops the start."""
-    with read_only_tmpfs(tmp_path / "ro") as mount:
+    with tmpfs(tmp_path / "ro", options="size=8m", what="a read-only file system (tmpfs)") as mount:
         data_dir = mount / "data"
         first = SidecarProcess(data_dir)
         first.log_path = tmp_path / "first.log"

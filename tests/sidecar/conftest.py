@@ -17,7 +17,6 @@ import contextlib
 import dataclasses
 import itertools
 import sys
-import threading
 from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -25,6 +24,7 @@ from typing import Any
 import httpx
 import pytest
 from starlette.applications import Starlette
+from tests.watchdog import after
 
 from connector_sidecar import Secret, Settings, create_app
 from connector_sidecar._clock import Clock, Sleep
@@ -215,13 +215,8 @@ def _task_dump_after(seconds: float) -> Iterator[None]:
             for where in _awaiting(task.get_coro()):
                 print(f"    {where}", file=sys.stderr)
 
-    timer = threading.Timer(seconds, lambda: loop.call_soon_threadsafe(dump))
-    timer.daemon = True
-    timer.start()
-    try:
+    with after(seconds, lambda: loop.call_soon_threadsafe(dump)):
         yield
-    finally:
-        timer.cancel()
 
 
 SidecarFactory = Callable[..., contextlib.AbstractAsyncContextManager[Sidecar]]

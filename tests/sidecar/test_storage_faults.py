@@ -9,16 +9,14 @@ write succeeds and the sidecar is ready again.
 
 from __future__ import annotations
 
-import contextlib
-import os
 import secrets
-import subprocess
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
+from tests.faults import tmpfs
 from tests.sidecar.conftest import Sidecar, SidecarFactory, assert_problem
 from tests.sidecar.test_delivery import until
 
@@ -29,39 +27,12 @@ pytestmark = [pytest.mark.anyio, pytest.mark.both_stores]
 BIG = "x" * 60_000  # a message that needs new database pages, so a full disk shows at once
 
 
-def mechanism_missing(what: str, error: BaseException | str) -> None:
-    """Fail under CI (the fault must really be injected there); skip with the reason locally."""
-    message = f"cannot simulate {what} here ({error}); run the tests as root on Linux"
-    if os.environ.get("CI") == "true":
-        pytest.fail(message, pytrace=False)
-    pytest.skip(message)
-
-
 class Fault:
     """Breaks and repairs the storage of one backend for real."""
 
     def __init__(self, break_: Callable[[], None], repair: Callable[[], None]) -> None:
         self.break_ = break_
         self.repair = repair
-
-
-@contextlib.contextmanager
-def small_tmpfs(path: Path, size: str = "4m") -> Iterator[Path]:
-    """A tmpfs of ``size`` mounted at ``path`` for the test (needs root)."""
-    path.mkdir(parents=True, exist_ok=True)
-    try:
-        subprocess.run(
-            ["mount", "-t", "tmpfs", "-o", f"size={size},mode=0700", "tmpfs", str(path)],  # noqa: S607
-            check=True,
-            capture_output=True,
-            timeout=30,
-        )
-    except (OSError, subprocess.SubprocessError) as exc:
-        mechanism_missing("a full disk (a small tmpfs)", exc)
-    try:
-        yield path
-    finally:
-        subprocess.run(["umount", "-l", str(path)], check=False, timeout=30)  # noqa: S607
 
 
 def fill(directory: Path) -> None:
@@ -83,7 +54,9 @@ def fault(
 ) -> Iterator[tuple[Fault, dict[str, Any]]]:
     """The fault of this backend and the sidecar settings that expose the storage to it."""
     if store_backend == "sqlite":
-        with small_tmpfs(tmp_path / "small") as data_dir:
+        with tmpfs(
+            tmp_path / "small", options="size=4m,mode=0700", what="a full disk (a small tmpfs)"
+        ) as data_dir:
             filler = data_dir / "filler"
             yield (
                 Fault(lambda: fill(data_dir), lambda: filler.unlink(missing_ok=True)),
