@@ -20,6 +20,7 @@ from typing import Any
 
 import httpx
 import pytest
+from tests import sim_api
 
 from connector_sdk import Attachment, SidecarClient
 from connector_sidecar.testing import SidecarProcess, wait_until
@@ -27,7 +28,7 @@ from connector_sidecar.testing import SidecarProcess, wait_until
 from ..emulators.feishu_harness import FeishuEmulatorProcess
 from ..emulators.ilink import IlinkEmulatorProcess
 from .conftest import RecordingHost
-from .test_round_trip_e2e import _pair_sim, local_run
+from .test_round_trip_e2e import local_run
 from .test_weixin_e2e import pair as pair_weixin
 from .test_weixin_e2e import unique_events
 
@@ -241,7 +242,7 @@ def test_make_run_echoes_an_image(tmp_path: Path) -> None:
     image; ``sent`` shows its sha256."""
     with local_run(tmp_path) as run:
         with run.client() as client:
-            _pair_sim(client, "demo")
+            sim_api.pair(client, "demo")
             injected = client.post(
                 "/sim/connections/demo/messages",
                 json={

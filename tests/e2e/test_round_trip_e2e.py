@@ -16,6 +16,7 @@ from typing import Any
 
 import httpx
 import pytest
+from tests import sim_api
 
 from connector_sidecar.testing import ManagedProcess, SidecarProcess, free_port, wait_until
 
@@ -36,20 +37,6 @@ def _echoes(client: httpx.Client, connection_id: str) -> list[dict[str, Any]]:
     response = client.get(f"/sim/connections/{connection_id}/sent")
     assert response.status_code == 200, response.text
     return [item for item in response.json()["items"] if item["content"].startswith("echo: ")]
-
-
-def _pair_sim(client: httpx.Client, connection_id: str) -> None:
-    paired = client.post(
-        "/connector-sessions",
-        json={
-            "kind": "sim",
-            "connectionId": connection_id,
-            "channelId": "sim-demo",
-            "options": {"autoConfirm": True},
-        },
-    )
-    assert paired.status_code == 201, paired.text
-    assert paired.json()["status"] == "connected"
 
 
 @dataclasses.dataclass
@@ -149,7 +136,7 @@ def test_round_trip_through_the_echo_host(tmp_path: Path) -> None:
             what="the echo host",
         )
         with sidecar.client() as client:
-            _pair_sim(client, "demo")
+            sim_api.pair(client, "demo")
 
             sent = client.post(
                 "/sim/connections/demo/messages",
@@ -203,7 +190,7 @@ def test_make_run_launcher_starts_both_and_stops_cleanly(tmp_path: Path) -> None
         assert f"export TOKEN={token}" in banner
         assert f"http://127.0.0.1:{run.sidecar_port}" in banner
         with run.client() as client:
-            _pair_sim(client, "demo")
+            sim_api.pair(client, "demo")
             client.post("/sim/connections/demo/messages", json={"peerId": "alice", "content": "hi"})
             echoes = wait_until(lambda: _echoes(client, "demo"), timeout=30, what="the echo")
             assert [e["content"] for e in echoes] == ["echo: hi"]
@@ -234,7 +221,7 @@ def test_run_sidecar_delivers_to_your_backend(tmp_path: Path) -> None:
             assert str(var / "local.env") in banner
             assert run.tokens["EXTERNAL_CONNECTOR_TOKEN"] == api_token
             with run.client() as client:
-                _pair_sim(client, "demo")
+                sim_api.pair(client, "demo")
                 sent = client.post(
                     "/sim/connections/demo/messages", json={"peerId": "alice", "content": "hi"}
                 )

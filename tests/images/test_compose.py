@@ -15,7 +15,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from tests.images import sim_api
+from tests import sim_api
 from tests.images.compose_file import Service
 from tests.images.compose_project import Compose
 from tests.images.podman import Podman, wait_for

@@ -32,7 +32,7 @@ from typing import Any
 import httpx
 import pytest
 import yaml
-from tests.images import sim_api
+from tests import sim_api
 from tests.images.compose_file import ROOT
 from tests.images.compose_project import Compose, Edit
 from tests.images.podman import Podman, wait_for

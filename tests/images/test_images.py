@@ -15,7 +15,7 @@ from typing import Any
 
 import httpx
 import pytest
-from tests.images import sim_api
+from tests import sim_api
 from tests.images.compose_file import Service
 from tests.images.podman import Podman, wait_for
 

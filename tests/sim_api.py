@@ -1,4 +1,4 @@
-"""The Quickstart's calls to a sidecar with the sim connector, as the image tests make them.
+"""The Quickstart's calls to a sidecar with the sim connector, as the image and e2e tests make them.
 
 Each helper asserts the status the README promises and returns what the tests compare, so a
 wrong answer fails with the sidecar's own response text.
