@@ -754,7 +754,7 @@ async def test_an_event_whose_seq_commits_late_is_not_skipped(
     host = serve(host_mock, Host(fake_time))
     worker = make_worker(rescan_polls=1_000_000)  # no periodic rescan in this test
     await worker.start()
-    await until(_true_when(lambda: worker.stats.rescans == 1), what="the first look")
+    await until(lambda: _true(worker.stats.rescans == 1), what="the first look")
 
     other = Store(make_database(), fake_time)
     await other.db.open()
@@ -785,13 +785,6 @@ async def test_an_event_whose_seq_commits_late_is_not_skipped(
         await other.db.close()
     assert [c.event["messageId"] for c in host.calls] == ["late", "early"]
     assert worker.stats.rescans == 1
-
-
-def _true_when(predicate: Callable[[], bool]) -> Callable[[], Awaitable[bool]]:
-    async def check() -> bool:
-        return predicate()
-
-    return check
 
 
 async def test_an_idle_worker_does_not_spin(
@@ -913,7 +906,7 @@ async def test_stop_is_not_lost_when_it_lands_while_the_worker_tidies_up_a_wait(
 
     worker = make_worker(sleep=slow_to_cancel)
     await worker.start()
-    await until(_true_when(lambda: worker.stats.wakeups >= 1), what="the worker's first wait")
+    await until(lambda: _true(worker.stats.wakeups >= 1), what="the worker's first wait")
     await asyncio.sleep(0.05)  # into the wait, with the timer running
     worker.notify()
     await asyncio.wait_for(tidying.wait(), 10)
